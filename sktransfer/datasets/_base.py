@@ -1,0 +1,271 @@
+"""Dataset loaders: the bundled Fashion-MNIST sample, full Fashion-MNIST, folders."""
+
+from __future__ import annotations
+
+import gzip
+import os
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from sklearn.utils import Bunch
+
+__all__ = [
+    "FASHION_MNIST_CLASSES",
+    "load_fashion_mnist",
+    "load_fashion_mnist_sample",
+    "load_image_folder",
+]
+
+FASHION_MNIST_CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+_DEBIAN_DIR = "/usr/share/datasets/fashion-mnist"
+_FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+IMAGE_EXTENSIONS = (
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".gif",
+    ".tif",
+    ".tiff",
+    ".webp",
+    ".ppm",
+    ".pgm",
+)
+
+
+def _pick(subset, parts, return_X_y, descr):
+    if subset not in ("train", "test", "all"):
+        raise ValueError(f"subset must be 'train', 'test' or 'all', got {subset!r}.")
+    if subset == "all":
+        images = np.concatenate([parts["train"][0], parts["test"][0]])
+        target = np.concatenate([parts["train"][1], parts["test"][1]])
+    else:
+        images, target = parts[subset]
+    if return_X_y:
+        return images, target
+    return Bunch(
+        images=images,
+        data=images.reshape(len(images), -1),
+        target=target,
+        target_names=np.asarray(FASHION_MNIST_CLASSES),
+        DESCR=descr,
+    )
+
+
+def load_fashion_mnist_sample(*, subset="train", return_X_y=False):
+    """Load the small Fashion-MNIST sample bundled with sktransfer (offline).
+
+    100 images per class for ``"train"`` and 100 per class for ``"test"``, drawn
+    stratified (seed 0) from the official Fashion-MNIST train and test sets:
+    28x28 grayscale, uint8 0-255.
+
+    Parameters
+    ----------
+    subset : {"train", "test", "all"}, default="train"
+        Which part to return.
+    return_X_y : bool, default=False
+        Return ``(images, target)`` instead of a Bunch.
+
+    Returns
+    -------
+    data : Bunch
+        ``images`` (n, 28, 28) uint8, ``data`` (n, 784) the same flattened,
+        ``target`` (n,) int labels 0-9, ``target_names`` and ``DESCR``.
+    (images, target) : tuple if ``return_X_y`` is True
+
+    Notes
+    -----
+    Fashion-MNIST is (c) 2017 Zalando SE, MIT (Expat) licensed; the sample was made
+    from Debian's ``dataset-fashion-mnist`` package by
+    ``python -m sktransfer.datasets._make_sample``.
+
+    Examples
+    --------
+    >>> from sktransfer.datasets import load_fashion_mnist_sample
+    >>> X, y = load_fashion_mnist_sample(return_X_y=True)
+    >>> X.shape, X.dtype, len(set(y))
+    ((1000, 28, 28), dtype('uint8'), 10)
+    """
+    ref = resources.files("sktransfer.datasets") / "data" / "fashion_mnist_sample.npz"
+    with resources.as_file(ref) as path, np.load(path) as z:
+        parts = {
+            "train": (z["train_images"], z["train_labels"].astype(np.int64)),
+            "test": (z["test_images"], z["test_labels"].astype(np.int64)),
+        }
+    return _pick(subset, parts, return_X_y, "Fashion-MNIST sample (sktransfer)")
+
+
+def _read_idx(path):
+    opener = gzip.open if str(path).endswith(".gz") else open
+    with opener(path, "rb") as f:
+        data = f.read()
+    magic = int.from_bytes(data[:4], "big")
+    ndim = magic & 0xFF
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+def _find_idx(data_home, stem):
+    dirs = []
+    if data_home is not None:
+        dirs.append(Path(data_home))
+    env = os.environ.get("SKTRANSFER_DATA")
+    if env:
+        dirs.append(Path(env))
+    dirs += [Path.home() / "sktransfer_data" / "fashion-mnist", Path(_DEBIAN_DIR)]
+    for d in dirs:
+        for candidate in (
+            d / stem,
+            d / f"{stem}.gz",
+            d / "fashion-mnist" / f"{stem}.gz",
+        ):
+            if candidate.is_file():
+                return candidate
+    raise FileNotFoundError(
+        f"Fashion-MNIST file {stem}(.gz) not found in {[str(d) for d in dirs]}. "
+        f"Install it with 'apt-get install dataset-fashion-mnist' (Debian/Ubuntu), or "
+        f"download the four IDX files from "
+        f"https://github.com/zalandoresearch/fashion-mnist into a folder and pass "
+        f"data_home=that folder. The bundled subset works offline: "
+        f"load_fashion_mnist_sample()."
+    )
+
+
+def load_fashion_mnist(*, subset="train", data_home=None, return_X_y=False):
+    """Load the full Fashion-MNIST dataset from local IDX files.
+
+    Looks in ``data_home``, ``$SKTRANSFER_DATA``, ``~/sktransfer_data/fashion-mnist``
+    and Debian's ``/usr/share/datasets/fashion-mnist`` (package
+    ``dataset-fashion-mnist``); never downloads.
+
+    Parameters
+    ----------
+    subset : {"train", "test", "all"}, default="train"
+        60,000 training images, 10,000 test images, or both.
+    data_home : str or path, default=None
+        A folder holding the four (optionally gzipped) IDX files.
+    return_X_y : bool, default=False
+        Return ``(images, target)`` instead of a Bunch.
+
+    Returns
+    -------
+    data : Bunch or tuple
+        As :func:`load_fashion_mnist_sample`.
+
+    Raises
+    ------
+    FileNotFoundError
+        When the files are absent; the message says how to get them.
+
+    Examples
+    --------
+    >>> from sktransfer.datasets import load_fashion_mnist
+    >>> X, y = load_fashion_mnist(subset="test", return_X_y=True)  # doctest: +SKIP
+    >>> X.shape  # doctest: +SKIP
+    (10000, 28, 28)
+    """
+    needed = ("train", "test") if subset == "all" else (subset,)
+    parts = {}
+    for name in needed:
+        if name not in _FILES:
+            break
+        img_stem, lab_stem = _FILES[name]
+        parts[name] = (
+            _read_idx(_find_idx(data_home, img_stem)),
+            _read_idx(_find_idx(data_home, lab_stem)).astype(np.int64),
+        )
+    return _pick(subset, parts, return_X_y, "Fashion-MNIST (Zalando, MIT license)")
+
+
+def load_image_folder(path, *, extensions=IMAGE_EXTENSIONS, return_X_y=False):
+    """List an ImageFolder-style directory: one subfolder of images per class.
+
+    Parameters
+    ----------
+    path : str or path
+        ``path/<class name>/<image file>``; hidden files and other extensions are
+        skipped.
+    extensions : tuple of str, default=common image extensions
+        File suffixes (lower case) counted as images.
+    return_X_y : bool, default=False
+        Return ``(filenames, target)`` instead of a Bunch.
+
+    Returns
+    -------
+    data : Bunch
+        ``filenames`` (n,) object array of paths, ``target`` (n,) class-name
+        strings, ``target_names`` sorted class names. Images are not decoded:
+        estimators decode them lazily, batch by batch.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` does not exist or is not a directory.
+    ValueError
+        No class subfolder holds an image.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib, numpy as np
+    >>> from PIL import Image
+    >>> from sktransfer.datasets import load_image_folder
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for cls in ("cat", "dog"):
+    ...     (root / cls).mkdir()
+    ...     Image.fromarray(np.zeros((8, 8), np.uint8)).save(root / cls / "a.png")
+    >>> X, y = load_image_folder(root, return_X_y=True)
+    >>> list(y)
+    ['cat', 'dog']
+    """
+    root = Path(path)
+    if not root.exists():
+        raise FileNotFoundError(f"image folder {str(root)!r} does not exist.")
+    if not root.is_dir():
+        raise FileNotFoundError(
+            f"{str(root)!r} is not a directory; expected a folder with one subfolder "
+            f"of images per class."
+        )
+    files, labels = [], []
+    classes = sorted(
+        d.name for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")
+    )
+    for cls in classes:
+        for f in sorted((root / cls).rglob("*")):
+            if (
+                f.is_file()
+                and not f.name.startswith(".")
+                and f.suffix.lower() in extensions
+            ):
+                files.append(str(f))
+                labels.append(cls)
+    if not files:
+        raise ValueError(
+            f"no images found in {str(root)!r}: expected class subfolders "
+            f"(path/<class>/<image>) holding files with extensions {extensions}; "
+            f"found {len(classes)} subfolder(s)."
+        )
+    filenames = np.asarray(files, dtype=object)
+    target = np.asarray(labels, dtype=object)
+    if return_X_y:
+        return filenames, target
+    return Bunch(
+        filenames=filenames,
+        target=target,
+        target_names=np.asarray(sorted(set(labels)), dtype=object),
+        DESCR=f"Image folder {root}",
+    )

@@ -1,0 +1,248 @@
+"""Cached CNN codes: each image runs through the network once; keys are honest."""
+
+import multiprocessing as mp
+import os
+import pickle
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from conftest import TINY
+from PIL import Image
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.pipeline import make_pipeline
+
+import sktransfer._extractor as extractor_mod
+from sktransfer import CNNFeatureExtractor
+
+
+@pytest.fixture
+def count_forward(monkeypatch):
+    """Count the images that actually go through the network in transform."""
+    seen = {"images": 0, "batches": 0}
+    real = extractor_mod._forward_halving
+
+    def counting(engine, batch):
+        seen["images"] += len(batch)
+        seen["batches"] += 1
+        return real(engine, batch)
+
+    monkeypatch.setattr(extractor_mod, "_forward_halving", counting)
+    return seen
+
+
+def test_cached_codes_equal_fresh_codes(rng_images, tmp_path, count_forward):
+    X, _ = rng_images
+    ref = CNNFeatureExtractor(**TINY).fit(X).transform(X)
+    ext = CNNFeatureExtractor(**TINY, cache=tmp_path).fit(X)
+    count_forward["images"] = 0
+    first = ext.transform(X)
+    assert count_forward["images"] == len(X)
+    second = ext.transform(X)
+    assert count_forward["images"] == len(X)  # nothing recomputed
+    np.testing.assert_allclose(first, ref, atol=1e-6)
+    np.testing.assert_array_equal(second, first)
+    # a subset, reordered, with one new image: only the new one is computed
+    new = (255 - X[:1]).copy()
+    Z = ext.transform(np.concatenate([X[::-1][:5], new]))
+    assert count_forward["images"] == len(X) + 1
+    np.testing.assert_allclose(Z[:5], ref[::-1][:5], atol=1e-6)
+
+
+def test_grid_search_extracts_each_image_once(fmnist_small, tmp_path, count_forward):
+    X, y = fmnist_small
+    X, y = X[:40], y[:40]
+    pipe = make_pipeline(
+        CNNFeatureExtractor(**TINY, cache=joblib.Memory(tmp_path, verbose=0)),
+        LogisticRegression(max_iter=200),
+    )
+    grid = GridSearchCV(
+        pipe,
+        {"logisticregression__C": [0.1, 10.0]},
+        cv=KFold(2, shuffle=True, random_state=0),
+    )
+    grid.fit(X, y)
+    assert count_forward["images"] == len(X)
+    # the same search again (a "repeated run"): no forward pass at all
+    grid.fit(X, y)
+    assert count_forward["images"] == len(X)
+    # and the result equals a search without the cache
+    plain = GridSearchCV(
+        make_pipeline(CNNFeatureExtractor(**TINY), LogisticRegression(max_iter=200)),
+        {"logisticregression__C": [0.1, 10.0]},
+        cv=KFold(2, shuffle=True, random_state=0),
+    ).fit(X, y)
+    np.testing.assert_allclose(
+        grid.cv_results_["mean_test_score"], plain.cv_results_["mean_test_score"]
+    )
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"pooling": "max", "layer": "blocks.1"},
+        {"input_size": 16},
+        {"mean": (0.4, 0.4, 0.4)},
+    ],
+)
+def test_spec_changes_miss_the_cache(rng_images, tmp_path, count_forward, change):
+    X = rng_images[0][:6]
+    base = {**TINY, "layer": "blocks.1"}
+    CNNFeatureExtractor(**base, cache=tmp_path).fit(X).transform(X)
+    assert count_forward["images"] == 6
+    other = CNNFeatureExtractor(**{**base, **change}, cache=tmp_path).fit(X)
+    Z = other.transform(X)
+    assert count_forward["images"] == 12
+    ref = CNNFeatureExtractor(**{**base, **change}).fit(X).transform(X)
+    np.testing.assert_allclose(Z, ref, atol=1e-6)
+
+
+def test_different_weights_miss_the_cache(rng_images, tmp_path, count_forward):
+    from conftest import TinyNet
+
+    X = rng_images[0][:4]
+    torch.manual_seed(0)
+    a = TinyNet()
+    torch.manual_seed(1)
+    b = TinyNet()
+    za = CNNFeatureExtractor(model=a, weights=None, cache=tmp_path).fit(X).transform(X)
+    zb = CNNFeatureExtractor(model=b, weights=None, cache=tmp_path).fit(X).transform(X)
+    assert count_forward["images"] == 8
+    assert not np.allclose(za, zb)
+    # a weights file: rewriting it changes the key
+    path = tmp_path / "w.pt"
+    torch.save(a.state_dict(), path)
+    ext = CNNFeatureExtractor(model=TinyNet(), weights=str(path), cache=tmp_path)
+    np.testing.assert_allclose(ext.fit(X).transform(X), za, atol=1e-6)
+    torch.save(b.state_dict(), path)
+    ext = CNNFeatureExtractor(model=TinyNet(), weights=str(path), cache=tmp_path)
+    np.testing.assert_allclose(ext.fit(X).transform(X), zb, atol=1e-6)
+
+
+def test_normalize_shares_entries(rng_images, tmp_path, count_forward):
+    X = rng_images[0][:5]
+    raw = CNNFeatureExtractor(**TINY, cache=tmp_path).fit(X).transform(X)
+    unit = (
+        CNNFeatureExtractor(**TINY, cache=tmp_path, normalize=True).fit(X).transform(X)
+    )
+    assert count_forward["images"] == 5
+    np.testing.assert_allclose(np.linalg.norm(unit, axis=1), 1, rtol=1e-5)
+    np.testing.assert_allclose(
+        unit, raw / np.linalg.norm(raw, axis=1, keepdims=True), rtol=1e-5
+    )
+
+
+def test_file_paths_keyed_by_content(rng_images, tmp_path, count_forward):
+    X = rng_images[0][:4]
+    paths = []
+    for i, a in enumerate(X):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(a).save(p)
+        paths.append(str(p))
+    ext = CNNFeatureExtractor(**TINY, cache=tmp_path / "c").fit(paths)
+    ref = ext.transform(paths)
+    # a copy under another name hits; a changed file misses
+    copy = tmp_path / "copy.png"
+    copy.write_bytes(open(paths[0], "rb").read())
+    np.testing.assert_array_equal(ext.transform([str(copy)]), ref[:1])
+    assert count_forward["images"] == 4
+    Image.fromarray(255 - X[1]).save(paths[1])
+    ext.transform(paths)
+    assert count_forward["images"] == 5
+
+
+def test_pickled_extractor_uses_the_cache(rng_images, tmp_path, count_forward):
+    X = rng_images[0][:4]
+    ext = CNNFeatureExtractor(**TINY, cache=str(tmp_path)).fit(X)
+    ref = ext.transform(X)
+    clone = pickle.loads(pickle.dumps(ext))
+    np.testing.assert_array_equal(clone.transform(X), ref)
+    assert count_forward["images"] == 4
+
+
+def test_memory_without_location_disables_cache(rng_images, count_forward):
+    X = rng_images[0][:3]
+    ext = CNNFeatureExtractor(**TINY, cache=joblib.Memory(None)).fit(X)
+    ext.transform(X)
+    ext.transform(X)
+    assert count_forward["images"] == 6
+
+
+def test_bad_cache_type(rng_images):
+    with pytest.raises((TypeError, ValueError), match="cache"):
+        CNNFeatureExtractor(**TINY, cache=3).fit(rng_images[0][:2])
+
+
+def _extract_in_child(args):
+    cache, seed = args
+    torch.manual_seed(0)  # same random backbone in every process -> same key
+    X = np.random.default_rng(0).integers(0, 256, (24, 16, 16, 3), dtype=np.uint8)
+    return CNNFeatureExtractor(**TINY, cache=cache, batch_size=4).fit(X).transform(X)
+
+
+def test_concurrent_processes_share_one_directory(tmp_path):
+    """Writers publish shards atomically: readers never see a partial file."""
+    ctx = mp.get_context("spawn")
+    with ctx.Pool(2) as pool:
+        out = pool.map(_extract_in_child, [(str(tmp_path), s) for s in range(4)])
+    for z in out[1:]:
+        np.testing.assert_allclose(z, out[0], atol=1e-6)
+    shard_dir = next((tmp_path / "sktransfer-codes").iterdir())
+    names = os.listdir(shard_dir)
+    assert "spec.txt" in names
+    assert not [n for n in names if n.endswith(".tmp")]
+    # every published shard is complete and readable
+    for n in names:
+        if n.endswith(".npy"):
+            assert len(np.load(shard_dir / n)) > 0
+
+
+# ------------------------------------------------------------------ out of memory
+@pytest.mark.parametrize("limit", [1, 3, 5])
+def test_oom_halving_gives_the_same_codes(rng_images, monkeypatch, limit):
+    X = rng_images[0]
+    ext = CNNFeatureExtractor(**TINY, batch_size=16).fit(X)
+    ref = ext.transform(X)
+    engine_cls = extractor_mod._Engine
+    real_call = engine_cls.__call__
+    sizes = []
+
+    def oom_call(self, x):
+        sizes.append(len(x))
+        if len(x) > limit:
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real_call(self, x)
+
+    monkeypatch.setattr(engine_cls, "__call__", oom_call)
+    np.testing.assert_allclose(ext.transform(X), ref, atol=1e-5)
+    assert max(s for s in sizes if s <= limit) <= limit
+    assert 16 in sizes  # it did try the full batch first
+
+
+def test_oom_runtime_error_message_also_halves(rng_images, monkeypatch):
+    X = rng_images[0][:8]
+    ext = CNNFeatureExtractor(**TINY, batch_size=8).fit(X)
+    ref = ext.transform(X)
+    real_call = extractor_mod._Engine.__call__
+
+    def oom_call(self, x):
+        if len(x) > 2:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate: out of memory")
+        return real_call(self, x)
+
+    monkeypatch.setattr(extractor_mod._Engine, "__call__", oom_call)
+    np.testing.assert_allclose(ext.transform(X), ref, atol=1e-5)
+
+
+def test_oom_on_single_image_raises_clear_error(rng_images, monkeypatch):
+    X = rng_images[0][:4]
+    ext = CNNFeatureExtractor(**TINY, batch_size=4).fit(X)
+
+    def always_oom(self, x):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+
+    monkeypatch.setattr(extractor_mod._Engine, "__call__", always_oom)
+    with pytest.raises(MemoryError, match="single image"):
+        ext.transform(X)

@@ -1,0 +1,168 @@
+"""The sktransfer command line, end to end on a small mixed-format image folder."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import TINY
+from PIL import Image
+
+from sktransfer.cli import main
+
+TINY_ARGS = ["--model", TINY["model"], "--weights", "none", "--input-size", "32"]
+
+
+# tracing is tested in test_extractor; eager extraction keeps these tests fast
+pytestmark = pytest.mark.usefixtures("eager_extraction")
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory):
+    """Two classes, 6 images each: PNG grayscale, PNG RGBA, JPEG RGB, mixed sizes."""
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for c, cls in enumerate(["boots", "shirts"]):
+        (root / cls).mkdir()
+        for i in range(6):
+            size = (12 + 3 * i, 16 + 2 * c)
+            base = rng.integers(0, 100, size=(size[1], size[0], 3), dtype=np.uint8)
+            base[: size[1] // 2] += np.uint8(120 * c)
+            img = Image.fromarray(base)
+            kind = i % 3
+            if kind == 0:
+                img.convert("L").save(root / cls / f"{i}.png")
+            elif kind == 1:
+                img.convert("RGBA").save(root / cls / f"{i}.png")
+            else:
+                img.save(root / cls / f"{i}.jpg", quality=90)
+    (root / "boots" / "notes.txt").write_text("not an image, skipped")
+    return root
+
+
+def test_compare_end_to_end(folder, tmp_path, capsys):
+    out = tmp_path / "out"
+    rc = main(
+        [
+            "compare",
+            str(folder),
+            *TINY_ARGS,
+            "--cv",
+            "2",
+            "--strategies",
+            "pixels_logreg,codes_logreg,earlier_svc",
+            "--out",
+            str(out),
+            "--seed",
+            "1",
+        ]
+    )
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "codes_logreg" in captured.out and "best:" in captured.out
+    assert "report.png" in captured.out
+    assert "[1/3] pixels_logreg" in captured.err  # progress display
+    report = json.loads((out / "report.json").read_text())
+    assert report["info"]["n_samples"] == 12
+    assert {r["strategy"] for r in report["results"]} == {
+        "pixels_logreg",
+        "codes_logreg",
+        "earlier_svc",
+    }
+    assert all(r["status"] == "ok" for r in report["results"])
+    assert (out / "report.csv").read_text().count("\n") == 4
+    assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_extract(folder, tmp_path, capsys):
+    target = tmp_path / "codes.npz"
+    rc = main(
+        [
+            "extract",
+            str(folder),
+            "-o",
+            str(target),
+            *TINY_ARGS,
+            "--layer",
+            "blocks.1",
+            "--pooling",
+            "max",
+            "--per-class",
+            "4",
+            "-q",
+        ]
+    )
+    assert rc == 0, capsys.readouterr().err
+    with np.load(target) as z:
+        assert z["codes"].shape[0] == 8
+        assert z["codes"].shape[1] == len(z["feature_names"])
+        assert sorted(set(z["labels"])) == ["boots", "shirts"]
+
+
+def test_info(capsys):
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "efficientnet_lite0" in out and "precision (auto)" in out
+    assert "traced CPU path" in out and "codes_svc" in out
+
+
+@pytest.fixture(scope="module")
+def broken_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("broken")
+    for cls in ("a", "b"):
+        (root / cls).mkdir()
+        for i in range(3):
+            Image.new("L", (10, 10), color=40 * i).save(root / cls / f"{i}.png")
+    (root / "b" / "bad.png").write_bytes(b"\x89PNG definitely not an image")
+    return root
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["compare", "/no/such/folder"], "neither an existing folder nor a named"),
+        (["compare", "fashion-mnst"], "neither an existing folder nor a named"),
+        (["compare", "EMPTY"], "no images found"),
+        (["compare", "BROKEN"], "cannot read image file"),
+        (["extract", "BROKEN", "-o", "x.npz"], "cannot read image file"),
+        (["compare", "digits", "--strategies", "codes_svc,magic"], "unknown strategy"),
+        (["compare", "FILE"], "is a file"),
+    ],
+)
+def test_bad_data_one_clear_line(args, message, tmp_path, broken_folder, capsys):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "file.png").write_bytes(b"")
+    subs = {
+        "EMPTY": str(tmp_path / "empty"),
+        "BROKEN": str(broken_folder),
+        "FILE": str(tmp_path / "file.png"),
+    }
+    args = [subs.get(a, a) for a in args]
+    rc = main(args + ["--out", str(tmp_path / "o")] if args[0] == "compare" else args)
+    err = capsys.readouterr().err
+    assert rc == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert message in lines[0] and "Traceback" not in err
+
+
+def test_python_m_help():
+    res = subprocess.run(
+        [sys.executable, "-m", "sktransfer", "compare", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert res.returncode == 0
+    assert "--per-class" in res.stdout and "--strategies" in res.stdout
+
+
+def test_named_datasets_and_per_class():
+    from sktransfer.cli import load_data
+
+    X, y, desc = load_data("digits", per_class=3, seed=0)
+    assert X.shape == (30, 8, 8) and X.dtype == np.uint8 and X.max() == 255
+    assert "digits" in desc
+    X, y, _ = load_data("fashion-mnist-sample", per_class=2)
+    assert len(X) == 20 and "Trouser" in set(y)

@@ -1,0 +1,308 @@
+"""compare_strategies: every strategy kind runs, codes are shared, plug-ins are lazy.
+
+The strategies run the real estimators (FineTunedClassifier, PrototypeClassifier,
+CosineSoftmaxClassifier) on the tiny backbone and tiny images; fine-tuning
+strategies keep their registry settings except for 1-2 epochs.
+"""
+
+import dataclasses
+import json
+import sys
+
+import numpy as np
+import pytest
+from conftest import TINY
+from sklearn.base import clone
+
+import sktransfer
+import sktransfer._strategies as cmp
+from sktransfer import (
+    CNNFeatureExtractor,
+    CosineSoftmaxClassifier,
+    FineTunedClassifier,
+    PrototypeClassifier,
+    StrategyReport,
+    compare_strategies,
+)
+from sktransfer._backbones import load_backbone
+from sktransfer._compare import (
+    STRATEGIES,
+    PixelFeatures,
+    auto_strategies,
+    available_strategies,
+    earlier_layer,
+    finetune_input_size,
+    top_blocks,
+)
+from sktransfer._training import resolve_trainable
+
+TINY_KW = {"model": TINY["model"], "weights": None, "input_size": TINY["input_size"]}
+FINETUNE = ["finetune_head", "finetune_top2", "finetune_all", "scratch"]
+
+
+def _short_training(mp):
+    """Registry fine-tune factories, unchanged but for 2 epochs (1 head-only)."""
+    for name in FINETUNE:
+        strat = STRATEGIES[name]
+
+        def factory(ctx, _real=strat.factory):
+            est = _real(ctx)
+            return est.set_params(max_epochs=2, freeze_epochs=min(est.freeze_epochs, 1))
+
+        mp.setitem(STRATEGIES, name, dataclasses.replace(strat, factory=factory))
+
+
+# tracing is tested in test_extractor; eager extraction keeps these tests fast
+pytestmark = pytest.mark.usefixtures("eager_extraction")
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 120, size=(24, 16, 16, 3), dtype=np.uint8)
+    y = np.array(["cat", "dog"] * 12, dtype=object)
+    X[y == "dog", 4:12, 4:12] = 255  # a learnable difference
+    return X, y
+
+
+@pytest.fixture(scope="module")
+def counted_run(data):
+    """One compare over all strategies, real estimators, extractor calls counted."""
+    mp = pytest.MonkeyPatch()
+    calls = {"fit": [], "transform": []}
+    real_fit, real_transform = CNNFeatureExtractor.fit, CNNFeatureExtractor.transform
+
+    def fit(self, X, y=None):
+        calls["fit"].append((self.layer, self.pooling))
+        return real_fit(self, X, y)
+
+    def transform(self, X):
+        calls["transform"].append((self.layer, self.pooling))
+        return real_transform(self, X)
+
+    mp.setattr(CNNFeatureExtractor, "fit", fit)
+    mp.setattr(CNNFeatureExtractor, "transform", transform)
+    _short_training(mp)
+    try:
+        X, y = data
+        report = compare_strategies(
+            X, y, strategies="all", cv=3, random_state=0, verbose=0, **TINY_KW
+        )
+    finally:
+        mp.undo()
+    return report, calls
+
+
+def test_all_kinds_run(counted_run, data):
+    report, _ = counted_run
+    status = {r["strategy"]: r["status"] for r in report.results_}
+    # pixels, codes (two layers), few-shot heads on codes, fine-tuning on images
+    assert set(status) == set(STRATEGIES)
+    for name, st in status.items():
+        assert st == "ok", (name, st)
+    kinds = {r["kind"] for r in report.results_}
+    assert kinds == {"pixels", "codes", "finetune"}
+    ok = report.results_
+    assert [r["mean"] for r in ok] == sorted((r["mean"] for r in ok), reverse=True)
+    assert report.best_name_ == ok[0]["strategy"]
+    for r in ok:
+        assert len(r["scores"]) == 3 and 0 <= r["mean"] <= 1
+    layers = {r["strategy"]: r["layer"] for r in ok}
+    assert layers["finetune_all"] == "images at 32 px"
+    assert layers["prototype"] == layers["cosine_softmax"] == "penultimate"
+    X, y = data
+    # the winner takes images
+    assert set(report.best_estimator_.predict(X[:5])) <= {"cat", "dog"}
+
+
+CTX = {
+    "model": TINY["model"],
+    "weights": None,
+    "input_size": 24,
+    "random_state": 3,
+    "n_samples": 10,
+    "n_classes": 2,
+}
+
+
+@pytest.mark.parametrize("name", FINETUNE)
+def test_finetune_factories_fit_the_real_class(name):
+    est = STRATEGIES[name].factory(CTX)
+    assert type(est) is FineTunedClassifier
+    est._validate_params()  # every value is one the class accepts
+    assert clone(est).get_params() == est.get_params()
+    p = est.get_params()
+    assert (p["model"], p["input_size"], p["random_state"]) == (TINY["model"], 24, 3)
+    assert p["verbose"] == 0 and p["max_epochs"] >= 8
+    body, _ = load_backbone(TINY["model"], None)
+    n_all = len(list(body.parameters()))
+    trained = resolve_trainable(body, p["train_layers"])
+    if name == "finetune_head":
+        assert p["train_layers"] == "head" and p["freeze_epochs"] == 0
+        assert not trained
+    elif name == "finetune_top2":
+        # the last two blocks (not the last two single layers conv_head, bn2)
+        assert p["train_layers"] == top_blocks(TINY["model"]) == "blocks.3"
+        assert p["freeze_epochs"] > 0  # head first
+        assert 0 < len(trained) < n_all
+        assert any(n.startswith("blocks.3.") for n in trained)
+        assert not any(n.startswith("blocks.2.") for n in trained)
+    elif name == "finetune_all":
+        assert p["train_layers"] == "all" and p["freeze_epochs"] > 0
+        assert p["weights"] is None  # ctx's weights, here None
+    else:  # scratch: random init, every layer at the head's rate
+        assert p["weights"] is None and p["train_layers"] == "all"
+        assert p["freeze_epochs"] == 0 and p["backbone_lr"] == p["lr"]
+
+
+def test_finetune_uses_small_images_on_cpu(monkeypatch):
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert finetune_input_size(None) == 96
+    assert finetune_input_size(40) == 40
+    ctx = dict(CTX, weights="imagenet", input_size=None)
+    assert STRATEGIES["finetune_all"].factory(ctx).input_size == 96
+    assert STRATEGIES["finetune_all"].factory(ctx).weights == "imagenet"
+    assert STRATEGIES["scratch"].factory(ctx).weights is None
+    monkeypatch.setattr("torch.cuda.is_available", lambda: True)
+    assert finetune_input_size(None) is None
+
+
+def test_fewshot_factories_fit_the_real_classes():
+    proto = STRATEGIES["prototype"].factory(CTX)
+    cos = STRATEGIES["cosine_softmax"].factory(CTX)
+    assert type(proto) is PrototypeClassifier
+    assert type(cos) is CosineSoftmaxClassifier
+    for est in (proto, cos):
+        est._validate_params()
+    assert cos.unlabeled_label is None  # inductive: every CV label is a class
+
+
+def test_factories_reject_unknown_parameters():
+    with pytest.raises(TypeError):
+        cmp._make("PrototypeClassifier", random_state=0)
+
+
+def test_codes_extracted_once_per_layer(counted_run):
+    report, calls = counted_run
+    earlier = earlier_layer(TINY["model"])
+    want = sorted([(None, "avg"), (earlier, "avgmax")], key=str)
+    assert sorted(calls["fit"], key=str) == want
+    assert sorted(calls["transform"], key=str) == want
+    assert set(report.info_["extractions"]) == {"penultimate", f"{earlier}/avgmax"}
+
+
+def test_report_exports(counted_run, tmp_path):
+    report, _ = counted_run
+    assert isinstance(report, StrategyReport)
+    text = str(report)
+    assert "codes_svc" in text and "+-" in text and "best:" in text
+    assert repr(report) == text
+    d = json.loads(report.to_json(tmp_path / "r.json"))
+    assert d["best"] == report.best_name_
+    assert json.loads((tmp_path / "r.json").read_text())["info"]["n_splits"] == 3
+    df = report.to_frame()
+    assert list(df["strategy"]) == [r["strategy"] for r in report.results_]
+    assert {"mean", "std", "fit_time", "predict_time"} <= set(df.columns)
+    report.to_csv(tmp_path / "r.csv")
+    assert (tmp_path / "r.csv").read_text().startswith("rank,strategy")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ax = report.plot()
+    assert len(ax.patches) == sum(r["status"] == "ok" for r in report.results_)
+    ax.figure.savefig(tmp_path / "r.png")
+
+
+def test_unavailable_strategy_is_reported(data, monkeypatch):
+    assert available_strategies()["cosine_softmax"] == (True, "")
+    # an installation without the few-shot module
+    monkeypatch.setitem(sys.modules, "sktransfer._fewshot", None)
+    monkeypatch.delattr(sktransfer, "PrototypeClassifier")
+    monkeypatch.delattr(sktransfer, "CosineSoftmaxClassifier")
+    available = available_strategies()
+    assert available["codes_svc"] == (True, "")
+    assert not available["prototype"][0]
+    assert "PrototypeClassifier" in available["prototype"][1]
+    X, y = data
+    report = compare_strategies(
+        X,
+        y,
+        strategies="pixels_logreg,prototype,cosine_softmax",
+        cv=2,
+        verbose=0,
+        refit=False,
+        **TINY_KW,
+    )
+    rows = {r["strategy"]: r for r in report.results_}
+    assert rows["pixels_logreg"]["status"] == "ok"
+    assert rows["prototype"]["status"].startswith("unavailable")
+    assert rows["cosine_softmax"]["status"].startswith("unavailable")
+    assert "unavailable" in str(report)
+    assert report.info_["extractions"] == {}  # nothing extracted for them
+    assert report.best_estimator_ is None
+
+
+def test_time_budget_skips_finetuning(data):
+    X, y = data
+    report = compare_strategies(
+        X,
+        y,
+        strategies=["pixels_logreg", "finetune_head", "finetune_all"],
+        cv=2,
+        time_budget=0,
+        verbose=0,
+        **TINY_KW,
+    )
+    status = {r["strategy"]: r["status"] for r in report.results_}
+    assert status["pixels_logreg"] == "ok"
+    assert status["finetune_head"].startswith("skipped (time budget")
+    assert status["finetune_all"].startswith("skipped")
+
+
+@pytest.mark.parametrize(
+    "strategies, match",
+    [("nope", "unknown strategy"), ([], "empty"), (["codes_svc"] * 2, "twice")],
+)
+def test_bad_strategy_names(data, strategies, match):
+    X, y = data
+    with pytest.raises(ValueError, match=match):
+        compare_strategies(X, y, strategies=strategies, verbose=0)
+
+
+def test_folds_reduced_for_small_classes(data, capsys):
+    X, y = data
+    report = compare_strategies(
+        X[:6], y[:6], strategies=["pixels_logreg"], cv=5, verbose=1
+    )
+    assert report.info_["n_splits"] == 3
+    assert "using 3 folds" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="at least 2 per class"):
+        compare_strategies(X[:3], y[:3], strategies=["pixels_logreg"], verbose=0)
+
+
+def test_auto_rule_of_thumb():
+    small = auto_strategies(200, 10)
+    assert small[:2] == ["codes_logreg", "earlier_svc"]
+    assert not any(n.startswith("finetune") for n in small)
+    assert "finetune_top2" in auto_strategies(5000, 10)
+    assert "finetune_all" in auto_strategies(50000, 10)
+    assert set(auto_strategies(50000, 10)) <= set(STRATEGIES)
+
+
+def test_earlier_and_top_blocks_are_generic():
+    assert earlier_layer(TINY["model"]) == "blocks.2"
+    assert earlier_layer("resnet18") == "layer3"
+    assert top_blocks("resnet18") == "layer3"
+    assert top_blocks("resnet18", k=1) == "layer4"
+
+
+def test_pixel_features_any_input():
+    from PIL import Image
+
+    imgs = [
+        Image.new("RGBA", (20, 12)),
+        Image.new("L", (8, 8)),
+        Image.new("RGB", (5, 9)),
+    ]
+    out = PixelFeatures(size=6).fit_transform(imgs)
+    assert out.shape == (3, 36) and out.dtype == np.float32

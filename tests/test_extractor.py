@@ -1,0 +1,403 @@
+"""CNNFeatureExtractor: every input kind, layers, pooling, sklearn integration."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from conftest import TINY, TinyNet
+from PIL import Image
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.model_selection import GridSearchCV
+from sklearn.pipeline import FeatureUnion, Pipeline, make_pipeline
+
+from sktransfer import CNNFeatureExtractor, list_layers, load_backbone
+
+
+@pytest.fixture(scope="module")
+def fitted(rng_images):
+    X, _ = rng_images
+    return CNNFeatureExtractor(**TINY).fit(X)
+
+
+# ------------------------------------------------------------------ input kinds
+def test_output_is_float32_with_one_row_per_image(fitted, rng_images):
+    X, _ = rng_images
+    Z = fitted.transform(X)
+    assert Z.dtype == np.float32
+    assert Z.shape == (len(X), fitted.n_features_out_)
+    assert np.isfinite(Z).all()
+
+
+def test_grayscale_forms_agree(fitted, rng_images):
+    gray = rng_images[0][..., 0]
+    ref = fitted.transform(gray)  # (n, h, w)
+    np.testing.assert_allclose(fitted.transform(gray[..., None]), ref, atol=1e-5)
+    np.testing.assert_allclose(fitted.transform(gray[:, None]), ref, atol=1e-5)
+    rgb = np.repeat(gray[..., None], 3, axis=-1)
+    np.testing.assert_allclose(fitted.transform(rgb), ref, atol=1e-5)
+    pil = [Image.fromarray(g, mode="L") for g in gray]
+    np.testing.assert_allclose(fitted.transform(pil), ref, atol=1e-5)
+
+
+def test_channel_layouts_and_alpha(fitted, rng_images):
+    X = rng_images[0]
+    ref = fitted.transform(X)
+    np.testing.assert_allclose(
+        fitted.transform(X.transpose(0, 3, 1, 2)), ref, atol=1e-5
+    )
+    rgba = np.concatenate([X, np.full(X.shape[:3] + (1,), 7, np.uint8)], axis=-1)
+    np.testing.assert_allclose(fitted.transform(rgba), ref, atol=1e-5)
+    pil_rgba = [Image.fromarray(a, mode="RGBA") for a in rgba]
+    np.testing.assert_allclose(fitted.transform(pil_rgba), ref, atol=1e-5)
+
+
+def test_float_01_and_255_match_uint8(fitted, rng_images):
+    X = rng_images[0]
+    ref = fitted.transform(X)
+    np.testing.assert_allclose(fitted.transform(X / 255.0), ref, atol=1e-4)
+    np.testing.assert_allclose(fitted.transform(X.astype(np.float32)), ref, atol=1e-4)
+
+
+def test_16bit_pil_and_palette(fitted, rng_images):
+    gray = rng_images[0][..., 0]
+    ref = fitted.transform(gray[:3])
+    i16 = [Image.fromarray(g.astype(np.uint16) * 257) for g in gray[:3]]
+    assert i16[0].mode.startswith("I;16")
+    np.testing.assert_allclose(fitted.transform(i16), ref, atol=1e-4)
+    pal = [Image.fromarray(a).convert("P") for a in rng_images[0][:3]]
+    assert fitted.transform(pal).shape == (3, fitted.n_features_out_)
+
+
+def test_file_paths_and_mixed_sizes(fitted, rng_images, tmp_path):
+    X = rng_images[0][:6]
+    paths = []
+    for i, a in enumerate(X):
+        p = tmp_path / f"{i}.png"
+        Image.fromarray(a).save(p)
+        paths.append(str(p))
+    ref = fitted.transform(X)
+    np.testing.assert_allclose(fitted.transform(paths), ref, atol=1e-5)
+    np.testing.assert_allclose(
+        fitted.transform(np.asarray(paths, dtype=object)), ref, atol=1e-5
+    )
+    # different sizes and formats in one list, decoded in DataLoader workers
+    Image.fromarray(np.zeros((40, 20), np.uint8)).save(tmp_path / "g.jpg")
+    mixed = paths[:2] + [str(tmp_path / "g.jpg")]
+    ext = clone(fitted).set_params(num_workers=1).fit(X)
+    assert ext.transform(mixed).shape == (3, ext.n_features_out_)
+    arrays = [X[0], np.zeros((9, 30), np.uint8), np.ones((3, 12, 12), np.float32)]
+    assert fitted.transform(arrays).shape == (3, fitted.n_features_out_)
+
+
+def test_flattened_rows_with_input_shape():
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    ext = CNNFeatureExtractor(**TINY, input_shape=(8, 8))
+    Z = ext.fit_transform(digits.data[:10] / 16.0)
+    assert Z.shape == (10, ext.n_features_out_)
+    assert ext.n_features_in_ == 64
+    with pytest.raises(ValueError, match="60 features"):
+        ext.transform(digits.data[:3, :60])
+
+
+# ----------------------------------------------------------- correctness of runs
+@pytest.mark.parametrize("optimize", [True, False])
+def test_batch_invariance_fp32(rng_images, optimize):
+    X = rng_images[0]
+    ext = CNNFeatureExtractor(**TINY, precision="fp32", optimize=optimize, batch_size=7)
+    Z = ext.fit(X).transform(X)
+    for i in (0, 5, 19):
+        alone = ext.transform(X[i : i + 1])
+        assert np.abs(alone - Z[i]).max() < 1e-4
+
+
+def test_traced_graph_matches_eager(rng_images):
+    X = rng_images[0]
+    fast = CNNFeatureExtractor(**TINY, optimize=True).fit(X)
+    slow = CNNFeatureExtractor(**TINY, optimize=False).fit(X)
+    assert fast._get_engine().traced is not None
+    assert slow._get_engine().traced is None
+    np.testing.assert_allclose(fast.transform(X), slow.transform(X), atol=1e-4)
+
+
+def test_always_eval_mode_and_deterministic(rng_images):
+    X = rng_images[0]
+    ext = CNNFeatureExtractor(model=TinyNet(), weights=None, input_size=16)
+    ext.fit(X)
+    ext.backbone_.train()  # even if someone flips it, transform must not care
+    a = ext.set_params(optimize=False).fit(X).transform(X)
+    b = ext.transform(X)
+    assert not any(m.training for m in ext.backbone_.modules())
+    np.testing.assert_array_equal(a, b)
+
+
+def test_bf16_precision_runs_and_returns_float32(rng_images):
+    X = rng_images[0][:4]
+    Z = CNNFeatureExtractor(**TINY, precision="bf16").fit(X).transform(X)
+    ref = CNNFeatureExtractor(**TINY, precision="fp32").fit(X).transform(X)
+    assert Z.dtype == np.float32
+    assert np.corrcoef(Z.ravel(), ref.ravel())[0, 1] > 0.98
+
+
+# ------------------------------------------------------------ layers and pooling
+def test_layer_by_name_and_list_from_one_pass(rng_images):
+    X = rng_images[0][:4]
+    one = CNNFeatureExtractor(**TINY, layer="blocks.2").fit(X)
+    two = CNNFeatureExtractor(**TINY, layer=["blocks.2", "blocks.4"]).fit(X)
+    Z1, Z2 = one.transform(X), two.transform(X)
+    np.testing.assert_allclose(Z2[:, : Z1.shape[1]], Z1, atol=1e-5)
+    names = two.get_feature_names_out()
+    assert names[0] == "test_efficientnet.blocks.2.avg_0"
+    assert names[-1].startswith("test_efficientnet.blocks.4.avg_")
+    assert len(names) == Z2.shape[1]
+
+
+@pytest.mark.parametrize(
+    "pooling,factor", [("avg", 1), ("max", 1), ("avgmax", 2), (None, None)]
+)
+def test_pooling_options(rng_images, pooling, factor):
+    X = rng_images[0][:3]
+    avg = CNNFeatureExtractor(**TINY, layer="blocks.3").fit(X)
+    ext = CNNFeatureExtractor(**TINY, layer="blocks.3", pooling=pooling).fit(X)
+    Z = ext.transform(X)
+    if factor is None:  # flattened map: channels x h x w
+        assert Z.shape[1] > avg.n_features_out_
+    else:
+        assert Z.shape[1] == factor * avg.n_features_out_
+    if pooling == "avgmax":
+        np.testing.assert_allclose(
+            Z[:, : avg.n_features_out_], avg.transform(X), atol=1e-5
+        )
+
+
+def test_classifier_layer_gives_logits_and_penultimate_default(rng_images):
+    X = rng_images[0][:3]
+    logits = CNNFeatureExtractor(**TINY, layer="classifier").fit(X)
+    net, _ = load_backbone(TINY["model"], None)
+    assert logits.n_features_out_ == net.get_submodule("classifier").out_features
+    pen = CNNFeatureExtractor(**TINY).fit(X)
+    assert pen.n_features_out_ == net.get_submodule("classifier").in_features
+    assert pen.get_feature_names_out()[0] == "test_efficientnet.avgpool_0"
+
+
+def test_user_module_and_list_layers(rng_images):
+    X = rng_images[0][:3]
+    ext = CNNFeatureExtractor(
+        model=TinyNet(), weights=None, layer="features.2", input_size=16
+    )
+    assert ext.fit_transform(X).shape == (3, 8)
+    assert "features.2" in list_layers(TinyNet())
+    pen = CNNFeatureExtractor(model=TinyNet(), weights=None, input_size=16).fit(X)
+    assert pen.n_features_out_ == 16
+
+
+def test_l2_normalize(rng_images):
+    X = rng_images[0][:5]
+    Z = CNNFeatureExtractor(**TINY, normalize=True).fit_transform(X)
+    np.testing.assert_allclose(np.linalg.norm(Z, axis=1), 1.0, rtol=1e-5)
+
+
+# ------------------------------------------------------------- weights sources
+def test_local_state_dict_file_and_safetensors(tmp_path, rng_images):
+    X = rng_images[0][:3]
+    net = TinyNet()
+    torch.nn.init.normal_(net.fc.weight)
+    path = tmp_path / "w.pt"
+    torch.save(net.state_dict(), path)
+    a = CNNFeatureExtractor(
+        model=TinyNet(), weights=str(path), layer="fc", input_size=16
+    )
+    b = CNNFeatureExtractor(model=net, weights=None, layer="fc", input_size=16)
+    np.testing.assert_allclose(a.fit_transform(X), b.fit_transform(X), atol=1e-5)
+    from safetensors.torch import save_file
+
+    st = tmp_path / "w.safetensors"
+    save_file(net.state_dict(), str(st))
+    c = CNNFeatureExtractor(model=TinyNet(), weights=str(st), layer="fc", input_size=16)
+    np.testing.assert_allclose(c.fit_transform(X), b.fit_transform(X), atol=1e-5)
+
+
+def test_malicious_pickle_is_refused_and_runs_no_code(tmp_path, rng_images):
+    marker = tmp_path / "pwned"
+
+    class Evil:
+        def __reduce__(self):
+            import os
+
+            return (os.system, (f"touch {marker}",))
+
+    path = tmp_path / "evil.pt"
+    torch.save({"w": Evil()}, path)
+    with pytest.raises(ValueError, match="safely"):
+        CNNFeatureExtractor(model=TinyNet(), weights=str(path)).fit(rng_images[0][:2])
+    assert not marker.exists()
+
+
+def test_weights_for_another_architecture_say_which_keys(tmp_path, rng_images):
+    path = tmp_path / "other.pt"
+    torch.save(TinyNet().state_dict(), path)
+    with pytest.raises(ValueError, match="missing keys"):
+        CNNFeatureExtractor(**{**TINY, "weights": str(path)}).fit(rng_images[0][:2])
+
+
+# ------------------------------------------------------------ sklearn integration
+def test_clone_and_pickle_round_trip(fitted, rng_images):
+    X = rng_images[0]
+    ref = fitted.transform(X)
+    clone_ = clone(fitted)
+    assert not hasattr(clone_, "backbone_")
+    np.testing.assert_allclose(clone_.fit(X).transform(X), ref, atol=1e-6)
+    blob = pickle.dumps(fitted)
+    restored = pickle.loads(blob)
+    np.testing.assert_allclose(restored.transform(X), ref, atol=1e-6)
+
+
+def test_pickle_of_named_backbone_does_not_store_weights(rng_images):
+    X = rng_images[0][:2]
+    named = CNNFeatureExtractor(**TINY).fit(X)
+    module = CNNFeatureExtractor(
+        model=load_backbone(TINY["model"], None)[0], weights=None, input_size=32
+    ).fit(X)
+    assert len(pickle.dumps(named)) * 10 < len(pickle.dumps(module))
+
+
+def test_feature_union_of_two_backbones(rng_images):
+    X, y = rng_images
+    union = FeatureUnion(
+        [
+            ("a", CNNFeatureExtractor(**TINY)),
+            ("b", CNNFeatureExtractor(model=TinyNet(), weights=None, input_size=16)),
+        ]
+    )
+    Z = union.fit_transform(X)
+    assert Z.shape == (len(X), 256 + 16)
+    names = union.get_feature_names_out()
+    assert names[0].startswith("a__test_efficientnet") and names[-1].startswith(
+        "b__tinynet"
+    )
+
+
+def test_grid_search_over_layer_and_pooling(rng_images):
+    X, y = rng_images
+    pipe = Pipeline(
+        [
+            ("cnn", CNNFeatureExtractor(**TINY)),
+            ("clf", LogisticRegression(max_iter=200)),
+        ]
+    )
+    grid = GridSearchCV(
+        pipe,
+        {"cnn__layer": [None, "blocks.3"], "cnn__pooling": ["avg", "max"]},
+        cv=2,
+    )
+    grid.fit(X, y)
+    assert len(grid.cv_results_["params"]) == 4
+    assert grid.predict(X).shape == (len(X),)
+
+
+def test_pipeline_memory_caches_the_extraction(rng_images, tmp_path):
+    X, y = rng_images
+    pipe = make_pipeline(
+        CNNFeatureExtractor(**TINY),
+        LogisticRegression(max_iter=200),
+        memory=str(tmp_path),
+    )
+    pipe.fit(X, y)
+    pipe.set_params(logisticregression__C=0.5).fit(X, y)  # extraction from cache
+    assert any(tmp_path.rglob("output.pkl"))
+
+
+def test_set_output_pandas(fitted, rng_images):
+    pytest.importorskip("pandas")
+    ext = clone(fitted).set_output(transform="pandas").fit(rng_images[0])
+    df = ext.transform(rng_images[0][:3])
+    assert list(df.columns[:2]) == [
+        "test_efficientnet.avgpool_0",
+        "test_efficientnet.avgpool_1",
+    ]
+
+
+# --------------------------------------------------------------------- bad input
+@pytest.mark.parametrize(
+    "X,err,match",
+    [
+        (np.zeros((4, 8)), ValueError, "dimension"),
+        (np.zeros((2, 3, 8, 8, 3)), ValueError, "dimension"),
+        (np.zeros((2, 8, 8, 5), np.uint8), ValueError, "channel"),
+        (np.zeros((2, 2, 8, 8), np.uint8), ValueError, "channel"),
+        (np.zeros((0, 8, 8), np.uint8), ValueError, "0 images"),
+        ([], ValueError, "0 images"),
+        (np.full((2, 8, 8), np.nan), ValueError, "NaN"),
+        (np.full((2, 8, 8), -3.0), ValueError, "range|values"),
+        (np.full((2, 8, 8), 300.0), ValueError, "values"),
+        (["/no/such/file.png"], FileNotFoundError, "do not exist"),
+        ("/some/folder", TypeError, "single path"),
+        (np.array(["a", "b"]), FileNotFoundError, "do not exist"),
+        ([1, 2, 3], TypeError, "int"),
+    ],
+)
+def test_bad_input_is_a_clear_error(fitted, X, err, match):
+    with pytest.raises(err, match=match):
+        fitted.transform(X)
+
+
+def test_unreadable_image_file_names_the_file(fitted, tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image at all")
+    with pytest.raises(ValueError, match="broken.png"):
+        fitted.transform([str(bad)])
+
+
+def test_unknown_model_and_layer_list_choices(rng_images):
+    X = rng_images[0][:2]
+    with pytest.raises(ValueError, match="resnet18"):
+        CNNFeatureExtractor(model="resnet_nonexistent").fit(X)
+    with pytest.raises(ValueError, match="blocks.0"):
+        CNNFeatureExtractor(**TINY, layer="nope").fit(X)
+    with pytest.raises(ValueError, match="pooling"):
+        CNNFeatureExtractor(**TINY, pooling="median").fit(X)
+
+
+def test_too_small_input_size_is_a_value_error(rng_images):
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 5), torch.nn.Flatten())
+    with pytest.raises(ValueError, match="input_size"):
+        CNNFeatureExtractor(model=net, weights=None, input_size=2).fit(
+            rng_images[0][:2]
+        )
+
+
+# ------------------------------------------------------------- real weights
+@pytest.mark.slow
+def test_real_lite0_classifies_coffee_as_espresso():
+    skimage_data = pytest.importorskip("skimage.data")
+    ext = CNNFeatureExtractor(
+        model="efficientnet_lite0", weights="imagenet", layer="classifier"
+    )
+    logits = ext.fit_transform([skimage_data.coffee(), skimage_data.chelsea()])
+    assert logits[0].argmax() == 967  # espresso
+    assert 281 <= logits[1].argmax() <= 285  # a cat class
+
+
+def test_pixel_range_none_takes_values_as_they_are(rng_images):
+    X = rng_images[0][:4].astype(np.float32) / 255.0
+    standardized = (X - X.mean()) / X.std()
+    with pytest.raises(ValueError, match="pixel values"):
+        CNNFeatureExtractor(**TINY).fit(standardized)
+    raw = CNNFeatureExtractor(**TINY, pixel_range=None).fit(X)
+    auto = CNNFeatureExtractor(**TINY).fit(X)
+    np.testing.assert_allclose(raw.transform(X), auto.transform(X), atol=1e-5)
+    assert np.isfinite(raw.transform(standardized)).all()
+
+
+def test_float_scale_is_decided_for_the_whole_array_not_per_batch(rng_images):
+    # 0-255 floats where one image happens to be dark (max <= 1): its code must
+    # not depend on which batch it lands in.
+    X = rng_images[0][:4].astype(np.float32)
+    X[0] = np.minimum(X[0], 1.0)
+    ext = CNNFeatureExtractor(**TINY, batch_size=1).fit(X)
+    together = ext.set_params(batch_size=4).transform(X)
+    alone = ext.set_params(batch_size=1).transform(X)
+    np.testing.assert_allclose(together, alone, atol=1e-5)

@@ -1,0 +1,630 @@
+"""Reliability: bad input is a clear error, never a torch trace nor silent garbage.
+
+Table-driven cases for the image transformer (more estimators join the table as
+they land) plus property-based tests over array shapes and dtypes.
+"""
+
+import functools
+import pickle
+import re
+
+import joblib
+import numpy as np
+import pytest
+import torch
+from conftest import TINY, TinyNet
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+from PIL import Image
+from sklearn.exceptions import NotFittedError
+from sklearn.model_selection import GridSearchCV
+from skorch.callbacks import Callback
+
+from sktransfer import (
+    CNNFeatureExtractor,
+    CosineSoftmaxClassifier,
+    FineTunedClassifier,
+    PrototypeClassifier,
+)
+from sktransfer._images import Preprocessor, check_images
+from sktransfer.cli import main
+
+CLEAR_ERRORS = (ValueError, TypeError, FileNotFoundError)
+
+
+@functools.cache
+def _fitted():
+    X = np.random.default_rng(0).integers(0, 256, (4, 16, 16, 3), dtype=np.uint8)
+    return CNNFeatureExtractor(**TINY).fit(X)
+
+
+def _files(tmp_path):
+    good = tmp_path / "good.png"
+    Image.fromarray(np.zeros((12, 12, 3), np.uint8)).save(good)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[:40])
+    text = tmp_path / "notes.png"
+    text.write_text("this is not an image")
+    return {"good": str(good), "truncated": str(truncated), "text": str(text)}
+
+
+BAD_TRANSFORM_INPUTS = {
+    "2-D without input_shape": (np.zeros((4, 64)), ValueError, "input_shape"),
+    "5-D": (np.zeros((1, 2, 8, 8, 3)), ValueError, "dimension"),
+    "1-D": (np.zeros(8), ValueError, "dimension"),
+    "scalar": (np.float32(3), ValueError, "dimension"),
+    "zero samples": (np.zeros((0, 8, 8), np.uint8), ValueError, "0 images"),
+    "empty list": ([], ValueError, "0 images"),
+    "2 channels": (np.zeros((2, 8, 8, 2), np.uint8), ValueError, "channel"),
+    "5 channels": (np.zeros((2, 5, 8, 8), np.uint8), ValueError, "channel"),
+    "NaN pixels": (np.full((2, 8, 8), np.nan, np.float32), ValueError, "NaN"),
+    "inf pixels": (np.full((2, 8, 8), np.inf), ValueError, "NaN or infinite"),
+    "negative floats": (np.full((2, 8, 8), -0.5), ValueError, "pixel values"),
+    "floats above 255": (np.full((2, 8, 8), 256.0), ValueError, "pixel values"),
+    "negative ints": (np.full((2, 8, 8), -1, np.int16), ValueError, "integer"),
+    "complex": (np.zeros((2, 8, 8), np.complex64), TypeError, "dtype"),
+    "strings in array": (np.array([["a", "b"]]), TypeError, "dtype"),
+    "object 2-D": (np.empty((2, 2), dtype=object), TypeError, "dtype object"),
+    "list of ints": ([1, 2], TypeError, "int"),
+    "list of None": ([None], TypeError, "NoneType"),
+    "paths mixed with arrays": (["a.png", np.zeros((4, 4))], TypeError, "mixes"),
+    "single path": ("folder/", TypeError, "single path"),
+    "single PIL image": (Image.new("RGB", (4, 4)), TypeError, "single PIL"),
+    "missing files": (["/nope/1.png", "/nope/2.png"], FileNotFoundError, "2 of 2"),
+    "mixed-size arrays with a bad one": (
+        [np.zeros((4, 4)), np.zeros((5, 5, 7))],
+        ValueError,
+        "image 1 has 7 channels",
+    ),
+    "1x1 image with a 2-D array": (np.zeros((2, 1)), ValueError, "dimension"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_TRANSFORM_INPUTS))
+def test_bad_transform_input(name):
+    X, err, match = BAD_TRANSFORM_INPUTS[name]
+    with pytest.raises(err, match=match):
+        _fitted().transform(X)
+
+
+@pytest.mark.parametrize("kind", ["truncated", "text"])
+def test_unreadable_files_name_the_file(tmp_path, kind):
+    files = _files(tmp_path)
+    name = files[kind].rsplit("/", 1)[-1]
+    with pytest.raises(ValueError, match=f"cannot read image file .*{name}"):
+        _fitted().transform([files["good"], files[kind]])
+
+
+def test_directory_in_path_list(tmp_path):
+    with pytest.raises(FileNotFoundError, match="do not exist"):
+        _fitted().transform([str(tmp_path)])
+
+
+BAD_PARAMS = {
+    "unknown model": ({"model": "resnet_does_not_exist"}, ValueError, "resnet18"),
+    "model of wrong type": ({"model": 3}, ValueError, "model"),
+    "unknown timm model": ({"model": "timm/not_a_net"}, ValueError, "timm"),
+    "unknown layer": ({**TINY, "layer": "blocks.99"}, ValueError, "list_layers"),
+    "duplicate layers": ({**TINY, "layer": ["blocks.1"] * 2}, ValueError, "twice"),
+    "empty layer list": ({**TINY, "layer": []}, ValueError, "empty"),
+    "unknown pooling": ({**TINY, "pooling": "gem"}, ValueError, "pooling"),
+    "unknown precision": ({**TINY, "precision": "int8"}, ValueError, "precision"),
+    "bad device": ({**TINY, "device": "tpu"}, ValueError, "device"),
+    "bad batch size": ({**TINY, "batch_size": 0}, ValueError, "batch_size"),
+    "bad input size": ({**TINY, "input_size": (3, 4, 5)}, ValueError, "input_size"),
+    "weights file missing": (
+        {**TINY, "weights": "/no/w.pt"},
+        FileNotFoundError,
+        "w.pt",
+    ),
+    "unknown torchvision weights": (
+        {"model": "resnet18", "weights": "IMAGENET9K"},
+        ValueError,
+        "IMAGENET1K_V1",
+    ),
+    "imagenet for a module": (
+        {"model": TinyNet(), "weights": "imagenet"},
+        ValueError,
+        "model name",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_PARAMS))
+def test_bad_params(name):
+    params, err, match = BAD_PARAMS[name]
+    X = np.zeros((2, 16, 16), np.uint8)
+    with pytest.raises(err, match=match):
+        CNNFeatureExtractor(**params).fit(X)
+
+
+def test_transform_before_fit():
+    with pytest.raises(NotFittedError):
+        CNNFeatureExtractor(**TINY).transform(np.zeros((1, 8, 8), np.uint8))
+
+
+def test_flat_input_with_other_feature_count_than_fit():
+    ext = CNNFeatureExtractor(**TINY, input_shape=(8, 8)).fit(np.zeros((2, 64)))
+    with pytest.raises(ValueError, match="expecting 64 features"):
+        ext.transform(np.zeros((2, 49)))
+
+
+def test_corrupt_weights_file(tmp_path):
+    path = tmp_path / "corrupt.pt"
+    path.write_bytes(b"\x00\x01garbage")
+    with pytest.raises(ValueError, match="could not be loaded safely"):
+        CNNFeatureExtractor(**{**TINY, "weights": str(path)}).fit(np.zeros((1, 8, 8)))
+
+
+def test_no_raw_runtime_error_from_a_too_small_network_input():
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 7), torch.nn.Flatten())
+    with pytest.raises(ValueError, match="larger input_size"):
+        CNNFeatureExtractor(model=net, weights=None, input_size=3).fit(
+            np.zeros((1, 8, 8), np.uint8)
+        )
+
+
+# ------------------------------------------------------------ property based
+_dtypes = st.sampled_from(
+    [np.uint8, np.uint16, np.int32, np.float32, np.float64, np.bool_]
+)
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(
+    hnp.arrays(
+        dtype=_dtypes,
+        shape=hnp.array_shapes(min_dims=1, max_dims=5, min_side=0, max_side=6),
+        elements={"allow_nan": True, "allow_infinity": True},
+    )
+)
+def test_any_array_gives_codes_or_a_clear_error(X):
+    ext = _fitted()
+    try:
+        Z = ext.transform(X)
+    except CLEAR_ERRORS as exc:
+        assert str(exc), "errors must say what is wrong"
+        return
+    assert Z.shape == (X.shape[0], ext.n_features_out_)
+    assert Z.dtype == np.float32 and np.isfinite(Z).all()
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    n=st.integers(1, 4),
+    h=st.integers(1, 40),
+    w=st.integers(1, 40),
+    c=st.sampled_from([None, 1, 3, 4]),
+    channels_first=st.booleans(),
+)
+def test_valid_image_arrays_of_any_size_work(n, h, w, c, channels_first):
+    shape = (n, h, w) if c is None else (n, h, w, c)
+    X = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    if c is not None and channels_first and h not in (1, 3, 4) and w not in (1, 3, 4):
+        X = np.moveaxis(X, -1, 1)
+    Z = _fitted().transform(X)
+    assert Z.shape == (n, _fitted().n_features_out_) and np.isfinite(Z).all()
+
+
+# --------------------------------------------------------------- persistence
+def test_fitted_extractor_pickle_is_small_and_identical():
+    ext = _fitted()
+    X = np.random.default_rng(1).integers(0, 256, (3, 16, 16), dtype=np.uint8)
+    blob = pickle.dumps(ext)
+    assert len(blob) < 20_000  # spec + fitted attributes, not the weights
+    np.testing.assert_array_equal(pickle.loads(blob).transform(X), ext.transform(X))
+
+
+# ------------------------------------------------- classifiers and the command line
+FT = {
+    "model": TINY["model"],
+    "weights": None,
+    "input_size": 16,
+    "max_epochs": 1,
+    "batch_size": 8,
+    "random_state": 0,
+}
+_IMGS = np.random.default_rng(0).integers(0, 256, (6, 16, 16, 3), dtype=np.uint8)
+_FEATS = np.random.default_rng(0).normal(size=(6, 4))
+_Y = np.array([0, 1] * 3)
+_NONE_Y = np.array(["a", "b", None] * 2, dtype=object)
+_MIXED_Y = np.array([0, "a"] * 3, dtype=object)
+
+
+@functools.cache
+def _fitted_ft(input_shape=None):
+    X = _IMGS if input_shape is None else np.zeros((6, 64))
+    return FineTunedClassifier(**FT, input_shape=input_shape).fit(X, _Y)
+
+
+def _ft(**kw):
+    return FineTunedClassifier(**{**FT, **kw})
+
+
+# name -> (callable, error, message regex); each must raise exactly that, never a
+# torch RuntimeError or an AttributeError.
+BAD_CLASSIFIER_INPUTS = {
+    "ft zero samples": (lambda: _ft().fit(_IMGS[:0], _Y[:0]), ValueError, "0 images"),
+    "ft one sample": (lambda: _ft().fit(_IMGS[:1], _Y[:1]), ValueError, "one class"),
+    "ft one class": (lambda: _ft().fit(_IMGS, np.zeros(6)), ValueError, "one class"),
+    "ft NaN labels": (
+        lambda: _ft().fit(_IMGS, np.array([0, 1, np.nan] * 2)),
+        ValueError,
+        "NaN",
+    ),
+    "ft None labels": (lambda: _ft().fit(_IMGS, _NONE_Y), ValueError, "missing label"),
+    "ft mixed label types": (
+        lambda: _ft().fit(_IMGS, _MIXED_Y),
+        ValueError,
+        "label type",
+    ),
+    "ft continuous labels": (
+        lambda: _ft().fit(_IMGS, np.linspace(0, 1, 6)),
+        ValueError,
+        "continuous",
+    ),
+    "ft 2-D labels": (lambda: _ft().fit(_IMGS, np.zeros((6, 2))), ValueError, "1-D"),
+    "ft X / y lengths differ": (
+        lambda: _ft().fit(_IMGS, _Y[:5]),
+        ValueError,
+        "one label per image",
+    ),
+    "ft NaN pixels": (
+        lambda: _ft().fit(np.full((6, 8, 8), np.nan), _Y),
+        ValueError,
+        "NaN",
+    ),
+    "ft 2 channels": (
+        lambda: _ft().fit(np.zeros((6, 8, 8, 2)), _Y),
+        ValueError,
+        "channel",
+    ),
+    "ft 5 channels": (
+        lambda: _ft().fit(np.zeros((6, 5, 8, 8)), _Y),
+        ValueError,
+        "channel",
+    ),
+    "ft standardized floats": (
+        lambda: _ft().fit(np.full((6, 8, 8), -1.0), _Y),
+        ValueError,
+        "pixel_range=None",
+    ),
+    "ft unknown train_layers": (
+        lambda: _ft(train_layers="blocks.99").fit(_IMGS, _Y),
+        ValueError,
+        "blocks.0",
+    ),
+    "ft unknown augment": (
+        lambda: _ft(augment="wild").fit(_IMGS, _Y),
+        ValueError,
+        "Valid choices",
+    ),
+    "ft unknown head": (lambda: _ft(head="mlp").fit(_IMGS, _Y), ValueError, "cosine"),
+    "ft unknown model": (
+        lambda: _ft(model="resnet_does_not_exist").fit(_IMGS, _Y),
+        ValueError,
+        "resnet18",
+    ),
+    "ft predict before fit": (lambda: _ft().predict(_IMGS), NotFittedError, "fit"),
+    "ft predict_proba before fit": (
+        lambda: _ft().predict_proba(_IMGS),
+        NotFittedError,
+        "fit",
+    ),
+    "ft predict NaN pixels": (
+        lambda: _fitted_ft().predict(np.full((2, 16, 16), np.nan)),
+        ValueError,
+        "NaN",
+    ),
+    "ft predict 5 channels": (
+        lambda: _fitted_ft().predict(np.zeros((2, 16, 16, 5))),
+        ValueError,
+        "channel",
+    ),
+    "ft predict flat without input_shape": (
+        lambda: _fitted_ft().predict(np.zeros((2, 64))),
+        ValueError,
+        "input_shape",
+    ),
+    "ft predict other feature count": (
+        lambda: _fitted_ft((8, 8)).predict(np.zeros((2, 49))),
+        ValueError,
+        "49 features",
+    ),
+    "proto zero samples": (
+        lambda: PrototypeClassifier().fit(_FEATS[:0], _Y[:0]),
+        ValueError,
+        "0 sample",
+    ),
+    "proto NaN labels": (
+        lambda: PrototypeClassifier().fit(_FEATS, np.array([0, 1, np.nan] * 2)),
+        ValueError,
+        "NaN",
+    ),
+    "proto None labels": (
+        lambda: PrototypeClassifier().fit(_FEATS, _NONE_Y),
+        ValueError,
+        "missing label",
+    ),
+    "proto X / y lengths differ": (
+        lambda: PrototypeClassifier().fit(_FEATS, _Y[:5]),
+        ValueError,
+        "inconsistent numbers of samples",
+    ),
+    "proto NaN features": (
+        lambda: PrototypeClassifier().fit(np.full((6, 4), np.nan), _Y),
+        ValueError,
+        "NaN",
+    ),
+    "proto images instead of codes": (
+        lambda: PrototypeClassifier().fit(np.zeros((6, 4, 4)), _Y),
+        ValueError,
+        "dim 3",
+    ),
+    "proto continuous labels": (
+        lambda: PrototypeClassifier().fit(_FEATS, np.linspace(0, 1, 6)),
+        ValueError,
+        "continuous",
+    ),
+    "proto predict before fit": (
+        lambda: PrototypeClassifier().predict(_FEATS),
+        NotFittedError,
+        "fit",
+    ),
+    "proto predict other feature count": (
+        lambda: PrototypeClassifier().fit(_FEATS, _Y).predict(_FEATS[:, :3]),
+        ValueError,
+        "expecting 4 features",
+    ),
+    "proto unknown metric": (
+        lambda: PrototypeClassifier(metric="hamming").fit(_FEATS, _Y),
+        ValueError,
+        "euclidean",
+    ),
+    "cosine zero samples": (
+        lambda: CosineSoftmaxClassifier().fit(_FEATS[:0], _Y[:0]),
+        ValueError,
+        "0 sample",
+    ),
+    "cosine None labels": (
+        lambda: CosineSoftmaxClassifier().fit(_FEATS, _NONE_Y),
+        ValueError,
+        "missing label",
+    ),
+    "cosine mixed label types": (
+        lambda: CosineSoftmaxClassifier().fit(_FEATS, _MIXED_Y),
+        ValueError,
+        "label type",
+    ),
+    "cosine X / y lengths differ": (
+        lambda: CosineSoftmaxClassifier().fit(_FEATS, _Y[:5]),
+        ValueError,
+        "inconsistent numbers of samples",
+    ),
+    "cosine NaN features": (
+        lambda: CosineSoftmaxClassifier().fit(np.full((6, 4), np.nan), _Y),
+        ValueError,
+        "NaN",
+    ),
+    "cosine predict before fit": (
+        lambda: CosineSoftmaxClassifier().predict_proba(_FEATS),
+        NotFittedError,
+        "fit",
+    ),
+    "cosine predict other feature count": (
+        lambda: CosineSoftmaxClassifier().fit(_FEATS, _Y).predict(_FEATS[:, :3]),
+        ValueError,
+        "expecting 4 features",
+    ),
+    "cosine unknown solver": (
+        lambda: CosineSoftmaxClassifier(solver="bfgs").fit(_FEATS, _Y),
+        ValueError,
+        "lbfgs",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_CLASSIFIER_INPUTS))
+def test_bad_classifier_input(name):
+    call, err, match = BAD_CLASSIFIER_INPUTS[name]
+    with pytest.raises(err, match=match):
+        call()
+
+
+def test_single_class_few_shot_is_allowed():
+    """Few-shot heads accept one class / one sample (a 1-way episode) by design."""
+    for clf in (PrototypeClassifier(), CosineSoftmaxClassifier(max_iter=2)):
+        assert (clf.fit(_FEATS[:1], _Y[:1]).predict(_FEATS) == 0).all()
+
+
+def test_fine_tuned_predict_converts_channel_counts():
+    """Grayscale / RGBA images are converted to the backbone's 3 channels, so a
+    model fitted on RGB predicts grayscale input (documented, not an error)."""
+    clf = _fitted_ft()
+    for X in (np.zeros((2, 16, 16), np.uint8), np.zeros((2, 16, 16, 4), np.uint8)):
+        assert clf.predict_proba(X).shape == (2, 2)
+
+
+@pytest.fixture(scope="module")
+def _cli_folder(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    for cls in ("a", "b"):
+        (root / cls).mkdir()
+        for i in range(3):
+            Image.fromarray(np.full((12, 12), 40 * i, np.uint8)).save(
+                root / cls / f"{i}.png"
+            )
+    (root / "empty").mkdir()
+    return root
+
+
+_CLI_TINY = ["--model", TINY["model"], "--weights", "none", "--input-size", "16", "-q"]
+BAD_CLI = {
+    "missing folder": (["compare", "/no/such/folder", *_CLI_TINY], "no/such"),
+    "empty folder": (["compare", "{root}/empty", *_CLI_TINY], "empty|no image|class"),
+    "unknown strategy": (
+        ["compare", "{root}", *_CLI_TINY, "--strategies", "nope", "--cv", "2"],
+        "nope",
+    ),
+    "unknown model": (
+        ["extract", "{root}", "--model", "nonet", "--weights", "none", "-o", "x.npz"],
+        "nonet",
+    ),
+    "unknown layer": (
+        ["extract", "{root}", *_CLI_TINY, "--layer", "blocks.99", "-o", "{tmp}/x.npz"],
+        "blocks.99",
+    ),
+    "missing weights file": (
+        ["extract", "{root}", "--model", TINY["model"], "--weights", "/no/w.pt"]
+        + ["-o", "{tmp}/x.npz"],
+        "w.pt",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(BAD_CLI))
+def test_bad_cli_input_is_one_line_exit_2(name, _cli_folder, tmp_path, capsys):
+    argv, match = BAD_CLI[name]
+    argv = [a.format(root=_cli_folder, tmp=tmp_path) for a in argv]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert re.search(match, err, re.IGNORECASE), err
+
+
+# --------------------------------------------------------------------- faults
+class _InterruptAt(Callback):
+    """Simulates Ctrl-C at the end of an epoch."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, net, **kwargs):
+        if len(net.history) == self.epoch:
+            raise KeyboardInterrupt
+
+
+@pytest.mark.parametrize("early_stopping", [True, False])
+def test_keyboard_interrupt_leaves_a_usable_model(early_stopping):
+    X, y = np.concatenate([_IMGS] * 2), np.concatenate([_Y] * 2)
+    clf = _ft(max_epochs=4, early_stopping=early_stopping, validation_fraction=0.34)
+    clf.set_params(callbacks=[_InterruptAt(2)])
+    kept = "best weights so far" if early_stopping else "last training step"
+    with pytest.warns(UserWarning, match=f"interrupted after .* of 4; .*{kept}"):
+        clf.fit(X, y)
+    assert clf.n_epochs_ < 4
+    if early_stopping:
+        assert clf.best_epoch_ == 1  # epoch 2 never finished its bookkeeping
+    proba = clf.predict_proba(X)
+    assert np.isfinite(proba).all() and set(clf.predict(X)) <= {0, 1}
+
+
+def test_nan_loss_is_a_clear_error_naming_the_learning_rate():
+    clf = _ft(max_epochs=3, lr=1e12, optimizer="sgd", scheduler=None)
+    with pytest.raises(ValueError, match=r"diverged.*learning rate.*lr=1e\+12"):
+        clf.fit(np.concatenate([_IMGS] * 2), np.concatenate([_Y] * 2))
+    assert not hasattr(clf, "net_")  # no half-fitted model that predicts NaN
+
+
+# ---------------------------------------------------------------- persistence
+def _fitted_all():
+    ext = _fitted()
+    codes = ext.transform(_IMGS)
+    return {
+        "extractor": (ext, _IMGS, "transform"),
+        "fine-tuned": (_fitted_ft(), _IMGS, "predict_proba"),
+        "prototype": (PrototypeClassifier().fit(codes, _Y), codes, "predict_proba"),
+        "cosine": (
+            CosineSoftmaxClassifier(max_iter=5).fit(codes, _Y),
+            codes,
+            "predict_proba",
+        ),
+    }
+
+
+@pytest.mark.parametrize("how", ["pickle", "joblib"])
+def test_round_trips_give_identical_outputs(how, tmp_path):
+    for name, (est, X, method) in _fitted_all().items():
+        if how == "pickle":
+            again = pickle.loads(pickle.dumps(est))
+        else:
+            joblib.dump(est, tmp_path / f"{name}.joblib")
+            again = joblib.load(tmp_path / f"{name}.joblib")
+        np.testing.assert_array_equal(
+            getattr(again, method)(X), getattr(est, method)(X), err_msg=name
+        )
+
+
+def test_pickle_sizes(capsys):
+    """Named backbones pickle as a spec (reloaded on unpickling); a module or a
+    fine-tuned network carries its weights (float32: ~4 bytes per parameter)."""
+    named = _fitted()
+    module = CNNFeatureExtractor(model=TinyNet(), weights=None, input_size=16)
+    module.fit(_IMGS)
+    ft = _fitted_ft()
+    sizes = {
+        "extractor, named backbone": len(pickle.dumps(named)),
+        "extractor, nn.Module": len(pickle.dumps(module)),
+        "fine-tuned (0.36M params)": len(pickle.dumps(ft)),
+    }
+    n_params = sum(p.numel() for p in ft.net_.module_.parameters())
+    with capsys.disabled():
+        print("\npickle sizes:", sizes)
+    assert sizes["extractor, named backbone"] < 20_000
+    assert sizes["fine-tuned (0.36M params)"] < 4 * n_params * 1.5  # one copy
+
+
+def test_safe_sharing_format_round_trip(tmp_path):
+    """save_backbone writes safetensors (no code on load) that an extractor of the
+    same architecture loads with weights=path."""
+    ft = _fitted_ft()
+    path = ft.save_backbone(tmp_path / "ft.safetensors")
+    ext = CNNFeatureExtractor(model=TINY["model"], weights=str(path), input_size=16)
+    Z = ext.fit(_IMGS).transform(_IMGS)
+    assert Z.shape[0] == 6 and np.isfinite(Z).all()
+    with torch.no_grad():
+        body = ft.net_.module_.body.eval()
+        pre = Preprocessor(ft.preprocessing_)
+        ref = body(pre(check_images(_IMGS).get_batch(np.arange(6)))).flatten(1)
+    np.testing.assert_allclose(Z, ref.numpy(), rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------- determinism
+def test_same_random_state_same_predictions():
+    codes = _fitted().transform(_IMGS)
+    np.testing.assert_array_equal(
+        codes, CNNFeatureExtractor(**TINY).fit(_IMGS).transform(_IMGS)
+    )
+    a, b = _ft().fit(_IMGS, _Y), _ft().fit(_IMGS, _Y)
+    np.testing.assert_array_equal(a.predict_proba(_IMGS), b.predict_proba(_IMGS))
+    for make in (PrototypeClassifier, lambda: CosineSoftmaxClassifier(max_iter=5)):
+        np.testing.assert_array_equal(
+            make().fit(codes, _Y).predict_proba(codes),
+            make().fit(codes, _Y).predict_proba(codes),
+        )
+
+
+def test_grid_search_n_jobs_2_matches_sequential():
+    X, y = np.concatenate([_IMGS] * 2), np.concatenate([_Y] * 2)
+    grid = {"lr": [1e-3, 1e-2]}
+    # loky workers run torch with cores // n_jobs = 1 thread; float sums (and so
+    # a trained model) depend on the thread count, so the sequential search and
+    # both refits run with one thread too: then results must be identical.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        runs = [
+            GridSearchCV(_ft(), grid, cv=2, n_jobs=n_jobs).fit(X, y)
+            for n_jobs in (1, 2)
+        ]
+    finally:
+        torch.set_num_threads(before)
+    np.testing.assert_array_equal(
+        runs[0].cv_results_["mean_test_score"], runs[1].cv_results_["mean_test_score"]
+    )
+    np.testing.assert_array_equal(runs[0].predict_proba(X), runs[1].predict_proba(X))
