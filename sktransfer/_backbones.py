@@ -397,7 +397,18 @@ _CACHE = {}
 _CACHE_LOCK = threading.Lock()
 
 
-def _cache_key(model, weights):
+def _seeded_build(model, weights, seed):
+    """``_build`` with a random init that depends on ``seed`` only, never on the
+    global RNG's history: the same spec gives the same network in every process
+    (loky / dask workers, an unpickled extractor)."""
+    if weights is not None or isinstance(model, nn.Module):
+        return _build(model, weights)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return _build(model, weights)
+
+
+def _cache_key(model, weights, seed=0):
     if isinstance(model, nn.Module):
         return None  # user modules are copied, never cached
     if _is_path_like(weights):
@@ -413,11 +424,11 @@ def _cache_key(model, weights):
         wkey = weights.lower() if weights.lower() in _PRETRAINED_ALIASES else weights
         wkey = "imagenet" if wkey == "default" else wkey
     else:
-        wkey = weights
+        wkey = ("random", seed) if weights is None else weights
     return (model, wkey)
 
 
-def load_backbone(model="efficientnet_lite0", weights="imagenet"):
+def load_backbone(model="efficientnet_lite0", weights="imagenet", *, seed=0):
     """Return a fresh copy of a (pretrained) network and its preprocessing.
 
     Parameters
@@ -432,6 +443,10 @@ def load_backbone(model="efficientnet_lite0", weights="imagenet"):
         and timm download them into their own caches), a torchvision enum or enum
         name, a local state-dict file (``.pt``/``.pth`` loaded with
         ``weights_only=True``, or ``.safetensors``), or ``None`` for random init.
+    seed : int, default=0
+        Seed of the random init when ``weights=None``. The init depends on it
+        alone, not on the global RNG state, so every process builds the same
+        network from the same spec.
 
     Returns
     -------
@@ -443,9 +458,10 @@ def load_backbone(model="efficientnet_lite0", weights="imagenet"):
 
     Notes
     -----
-    Built networks are kept once per process (keyed by the spec, and by file size
+    Loaded networks are kept once per process (keyed by the spec, and by file size
     and modification time for local files) and deep-copied on every call, so
-    cross-validation folds and clones never load the same weights twice.
+    cross-validation folds and clones never load the same weights twice. Random
+    inits (``weights=None``) are rebuilt from ``seed`` on every call.
 
     Examples
     --------
@@ -454,9 +470,11 @@ def load_backbone(model="efficientnet_lite0", weights="imagenet"):
     >>> prep.input_size, prep.mean
     ((224, 224), (0.5, 0.5, 0.5))
     """
-    key = _cache_key(model, weights)
-    if key is None:
-        return _build(model, weights)
+    key = _cache_key(model, weights, seed)
+    if key is None or weights is None:
+        # Random inits are cheap to build and seeded: caching one per seed would
+        # grow without bound (random_state=None draws a new seed every fit).
+        return _seeded_build(model, weights, seed)
     with _CACHE_LOCK:
         if key not in _CACHE:
             _CACHE[key] = _build(model, weights)

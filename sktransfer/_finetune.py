@@ -353,8 +353,8 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             X, input_shape=self.input_shape, pixel_range=self.pixel_range
         )
 
-    def _build_module(self, n_classes):
-        net, prep = load_backbone(self.model, self.weights)
+    def _build_module(self, n_classes, seed):
+        net, prep = load_backbone(self.model, self.weights, seed=seed)
         prep = prep.override(input_size=self.input_size)
         head_name = find_head(net)
         self._state_keys = list(net.state_dict())
@@ -452,7 +452,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _fit(self, images, y, weight, seed, device):
-        module, prep = self._build_module(len(self.classes_))
+        module, prep = self._build_module(len(self.classes_), seed)
         self.preprocessing_ = prep
         pre = Preprocessor(prep)
         trainable = resolve_trainable(module.body, self.train_layers)

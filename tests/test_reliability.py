@@ -26,6 +26,7 @@ from sktransfer import (
     CosineSoftmaxClassifier,
     FineTunedClassifier,
     PrototypeClassifier,
+    load_backbone,
 )
 from sktransfer._images import Preprocessor, check_images
 from sktransfer.cli import main
@@ -607,6 +608,31 @@ def test_same_random_state_same_predictions():
             make().fit(codes, _Y).predict_proba(codes),
             make().fit(codes, _Y).predict_proba(codes),
         )
+
+
+def test_random_init_ignores_global_rng_history():
+    """weights=None builds from a seed, not from whatever the global RNG did before:
+    a loky worker, an unpickled extractor and this process get the same network
+    (the cause of a GridSearchCV n_jobs=2 mismatch in CI)."""
+    torch.manual_seed(123)
+    a = load_backbone(TINY["model"], None)[0].state_dict()
+    torch.rand(1000)
+    b = load_backbone(TINY["model"], None)[0].state_dict()
+    c = load_backbone(TINY["model"], None, seed=1)[0].state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+    torch.rand(10)
+    codes = _fitted().transform(_IMGS)
+    np.testing.assert_array_equal(
+        codes, CNNFeatureExtractor(**TINY).fit(_IMGS).transform(_IMGS)
+    )
+    torch.rand(10)
+    p = _ft().fit(_IMGS, _Y).predict_proba(_IMGS)
+    torch.rand(10)
+    np.testing.assert_array_equal(p, _ft().fit(_IMGS, _Y).predict_proba(_IMGS))
+    assert not np.array_equal(
+        p, _ft(random_state=1).fit(_IMGS, _Y).predict_proba(_IMGS)
+    )
 
 
 def test_grid_search_n_jobs_2_matches_sequential():
