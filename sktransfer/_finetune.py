@@ -70,7 +70,10 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         or a module.
     weights : str, path, enum or None, default="imagenet"
         Pretrained weights (see :func:`sktransfer.load_backbone`); ``None`` trains
-        from scratch, so pretrained-vs-scratch is one parameter.
+        from scratch, so pretrained-vs-scratch is one parameter. The random init
+        of ``None`` is the same in every fit and process (``load_backbone``'s
+        ``seed=0``); ``random_state`` seeds the head, the split, shuffling,
+        augmentation and dropout.
     input_size : int or (int, int), default=None
         Training and prediction resolution; ``None`` uses the weights' own size
         (224 for ImageNet weights). Smaller is faster; any size works (the
@@ -353,8 +356,8 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             X, input_shape=self.input_shape, pixel_range=self.pixel_range
         )
 
-    def _build_module(self, n_classes, seed):
-        net, prep = load_backbone(self.model, self.weights, seed=seed)
+    def _build_module(self, n_classes):
+        net, prep = load_backbone(self.model, self.weights)
         prep = prep.override(input_size=self.input_size)
         head_name = find_head(net)
         self._state_keys = list(net.state_dict())
@@ -452,7 +455,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _fit(self, images, y, weight, seed, device):
-        module, prep = self._build_module(len(self.classes_), seed)
+        module, prep = self._build_module(len(self.classes_))
         self.preprocessing_ = prep
         pre = Preprocessor(prep)
         trainable = resolve_trainable(module.body, self.train_layers)

@@ -56,7 +56,13 @@ def fmnist_small():
 @pytest.fixture(scope="module")
 def eager_extraction():
     """Run CNNFeatureExtractor eagerly (no tracing) for a whole test module."""
+    from sktransfer import _extractor
+
+    # Engines are shared per process: one built while tracing is patched off must
+    # not reach a later test that expects a traced graph (and vice versa).
+    _extractor._ENGINES.clear()
     mp = pytest.MonkeyPatch()
     mp.setattr("sktransfer._extractor._traced", lambda *args: None)
     yield
     mp.undo()
+    _extractor._ENGINES.clear()

@@ -54,6 +54,17 @@ EXPECTED_FAILED = {
             "features read as 1 x d images; learning is tested on images in "
             "test_finetune.py; fit on lists runs before the assertion",
         ),
+        **dict.fromkeys(
+            [
+                "check_methods_sample_order_invariance",
+                "check_methods_subset_invariance",
+            ],
+            "float32 noise: CPU convolution kernels are picked by batch size and "
+            "thread count, so an image's logits move by up to ~5e-6 with the batch it "
+            "is predicted in, above these checks' 1e-9 / 1e-7 absolute tolerance "
+            "near zero; it passes or fails with the random init. "
+            "test_finetune.py checks batch invariance to 2e-5",
+        ),
         "check_class_weight_classifiers": (
             "> 87% of predictions in the heavily weighted class after 1 epoch of a "
             "random tiny CNN on blob features; it passed while BatchNorm "

@@ -307,6 +307,22 @@ def test_clone_after_fit_starts_clean(data):
     assert_array_equal(again.predict_proba(X), fresh.predict_proba(X))
 
 
+def test_prediction_is_batch_invariant(fitted, data):
+    """An image's outputs do not depend on the other images predicted with it:
+    shuffled, alone or in a small batch they agree to float32 noise (CPU
+    convolution kernels are picked by batch size and thread count, and round
+    differently: up to ~5e-6 apart)."""
+    X = data[0][:21]  # batch_size=8: batches of 8, 8 and 5
+    D = fitted.decision_function(X)
+    perm = np.random.default_rng(1).permutation(len(X))
+    np.testing.assert_allclose(fitted.decision_function(X[perm]), D[perm], atol=2e-5)
+    for i in (0, 7, 20):
+        one = fitted.decision_function(X[i : i + 1])
+        np.testing.assert_allclose(one, D[i : i + 1], atol=2e-5)
+    np.testing.assert_allclose(fitted.decision_function(X[3:6]), D[3:6], atol=2e-5)
+    assert fitted.decision_function(X[:3]).dtype == np.float32
+
+
 def test_pickle_round_trip(fitted, data):
     X, _ = data
     blob = pickle.dumps(fitted)
