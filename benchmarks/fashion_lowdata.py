@@ -13,7 +13,7 @@ otherwise the 2,000-image sample bundled with sktransfer (100 images per class:
 the training pool, and the test images, are then smaller).
 
 Recipe (the settings that got there, all flat parameters; see ``RECIPE``):
-input_size=128, train_layers=4 (the last 4 stages of lite0: blocks.5, blocks.6,
+input_size=160, train_layers=4 (the last 4 stages of lite0: blocks.5, blocks.6,
 conv_head, bn2 -- backward stops there, which also makes an epoch ~2x cheaper
 than a full fine-tune), freeze_epochs=2 (head first: LP-FT), head="cosine" with
 head_init="class_means" (the few-shot recipe W = M), augment=["flip",

@@ -398,11 +398,14 @@ _CACHE_LOCK = threading.Lock()
 
 
 def _seeded_build(model, weights, seed):
-    """``_build`` with a random init that depends on ``seed`` only, never on the
-    global RNG's history: the same spec gives the same network in every process
-    (loky / dask workers, an unpickled extractor)."""
-    if weights is not None or isinstance(model, nn.Module):
-        return _build(model, weights)
+    """``_build`` that neither reads nor moves the global RNG.
+
+    A random init depends on ``seed`` only, so the same spec gives the same
+    network in every process (loky / dask workers, an unpickled extractor); and
+    building a pretrained net (random init, then overwritten) leaves the
+    caller's RNG where it was, so a seeded fit that loads the weights for the
+    first time draws the same numbers as one served from the cache.
+    """
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return _build(model, weights)
@@ -477,7 +480,7 @@ def load_backbone(model="efficientnet_lite0", weights="imagenet", *, seed=0):
         return _seeded_build(model, weights, seed)
     with _CACHE_LOCK:
         if key not in _CACHE:
-            _CACHE[key] = _build(model, weights)
+            _CACHE[key] = _seeded_build(model, weights, seed)
         net, prep = _CACHE[key]
         return copy.deepcopy(net), prep
 

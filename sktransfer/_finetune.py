@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -124,7 +125,8 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         probability growing linearly with depth up to ``drop_path``. Supported
         where the architecture has the slot (timm EfficientNet / MobileNet /
         ResNet / ConvNeXt / ViT blocks, torchvision ``StochasticDepth``);
-        blocks in frozen parts never drop.
+        only blocks with a shortcut can be skipped, blocks in frozen parts never
+        drop, and a warning says when no trained block can.
     label_smoothing : float, default=0.0
     early_stopping : bool, default=False
         Hold out ``validation_fraction`` of the training data (stratified), stop
@@ -373,7 +375,8 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
                 f"({str(exc).splitlines()[0][:200]}). Use a larger input_size."
             ) from None
         n_features = int(out.flatten(1).shape[1]) if sizes is None else sizes[0]
-        if self.drop_path > 0 and set_drop_path(net, self.drop_path) == 0:
+        self._drop_sites = set_drop_path(net, self.drop_path) if self.drop_path else []
+        if self.drop_path > 0 and not self._drop_sites:
             raise ValueError(
                 f"drop_path={self.drop_path} but {type(net).__name__} has no "
                 f"residual blocks with a stochastic-depth slot (supported: timm "
@@ -468,6 +471,21 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             }
         for name, p in module.body.named_parameters():
             p.requires_grad_(name in trainable)
+        dropped = [
+            site
+            for site in self._drop_sites
+            if any(name.startswith(f"{site}.") for name in trainable)
+        ]
+        if self._drop_sites and not dropped:
+            warnings.warn(
+                f"drop_path={self.drop_path} has no effect: none of the blocks "
+                f"that can be skipped ({', '.join(self._drop_sites[-3:])}, ...) "
+                f"is trained with train_layers={self.train_layers!r}, and frozen "
+                f"blocks never drop. Train more layers or use drop_path=0.",
+                UserWarning,
+                stacklevel=3,
+            )
+        del self._drop_sites
         module.to(device)
 
         train_idx, valid_idx = self._split(y, seed)

@@ -223,27 +223,36 @@ def set_drop_path(net, rate):
 
     Supported: timm residual blocks with a ``drop_path`` slot (EfficientNet,
     MobileNet, ResNet, ConvNeXt, ViT ...) and torchvision ``StochasticDepth``
-    modules (EfficientNet, ConvNeXt, Swin). Returns the number of blocks.
+    modules (EfficientNet, ConvNeXt, Swin). Blocks without a shortcut
+    (``has_skip=False``: a stride or a channel change) cannot be skipped and get
+    no rate. Returns the names of the blocks that can be dropped, the deepest
+    one dropping with probability ``rate``.
     """
     from timm.layers import DropPath
     from torchvision.ops import StochasticDepth
 
     sites = []
-    for _, m in net.named_modules():
+    for name, m in net.named_modules():
         if isinstance(m, StochasticDepth):
-            sites.append(m)
-        elif "drop_path" in vars(m).get("_modules", {}) or (
-            hasattr(m, "drop_path") and m.__dict__.get("drop_path", 0) is None
-        ):
-            sites.append(m)
+            sites.append((name.rpartition(".")[0], m, None))
+            continue
+        # timm: ``drop_path`` (CNN blocks), ``drop_path1`` / ``drop_path2`` (ViT).
+        slots = [
+            s
+            for s in ("drop_path", "drop_path1", "drop_path2")
+            if s in m._modules or (hasattr(m, s) and m.__dict__.get(s, 0) is None)
+        ]
+        if slots and getattr(m, "has_skip", True):
+            sites.append((name, m, slots))
     n = len(sites)
-    for i, m in enumerate(sites):
+    for i, (_, m, slots) in enumerate(sites):
         p = rate * (i + 1) / n
-        if isinstance(m, StochasticDepth):
+        if slots is None:
             m.p = p
         else:
-            m.drop_path = DropPath(p) if p > 0 else nn.Identity()
-    return n
+            for slot in slots:
+                setattr(m, slot, DropPath(p) if p > 0 else nn.Identity())
+    return [name for name, _, _ in sites]
 
 
 def adabn(module, loader, device):

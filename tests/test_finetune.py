@@ -366,13 +366,18 @@ def test_grid_search_parallel(data):
         {"head_init": "class_means", "augment": "standard"},
         {"head_init": "zeros", "augment": ["translate", "rotate"], "scheduler": None},
         {"head_init": "normal", "augment": lambda t: t.flip(-1)},
-        {"drop_path": 0.2, "label_smoothing": 0.1, "scheduler": "onecycle"},
+        {
+            "model": "timm/test_resnet",  # test_efficientnet has no residual block
+            "drop_path": 0.2,
+            "label_smoothing": 0.1,
+            "scheduler": "onecycle",
+        },
         {"optimizer": "sgd", "bn": "eval", "verbose": 1},
     ],
 )
 def test_options_train(data, params, capsys):
     X, y = data
-    clf = FineTunedClassifier(**FAST, **params).fit(X, y)
+    clf = FineTunedClassifier(**{**FAST, **params}).fit(X, y)
     assert clf.predict_proba(X).shape == (24, 2)
 
 
@@ -394,6 +399,28 @@ def test_drop_path_unsupported_and_user_module(data):
         FineTunedClassifier(**{**FAST, "model": TinyNet()}, drop_path=0.1).fit(X, y)
     clf = FineTunedClassifier(**{**FAST, "model": TinyNet()}).fit(X, y)
     assert clf.predict(X).shape == (24,)
+
+
+def test_drop_path_rates_and_silent_no_op_warning(data):
+    """Only blocks with a shortcut get a rate (the deepest exactly drop_path), and
+    a drop_path that no trained block can apply says so instead of doing nothing."""
+    from timm.layers import DropPath
+
+    X, y = data
+    for model in ("timm/test_resnet", "timm/test_vit"):
+        clf = FineTunedClassifier(**{**FAST, "model": model}, drop_path=0.2).fit(X, y)
+        rates = [
+            m.drop_prob
+            for m in clf.net_.module_.body.modules()
+            if isinstance(m, DropPath)
+        ]
+        assert rates and max(rates) == pytest.approx(0.2), model
+    with pytest.raises(ValueError, match="no residual blocks"):
+        FineTunedClassifier(**FAST, drop_path=0.2).fit(X, y)  # no shortcut at all
+    with pytest.warns(UserWarning, match="drop_path=0.2 has no effect"):
+        FineTunedClassifier(
+            **{**FAST, "model": "timm/test_resnet"}, drop_path=0.2, train_layers="head"
+        ).fit(X, y)
 
 
 # --------------------------------------------------------------------- export

@@ -635,6 +635,21 @@ def test_random_init_ignores_global_rng_history():
     )
 
 
+def test_loading_weights_leaves_the_global_rng_alone(tmp_path):
+    """Building a net (random init, then overwritten by the weights) must not move
+    the caller's RNG: a seeded fit that loads weights for the first time in a
+    process would otherwise draw other numbers than the same fit served from the
+    cache."""
+    path = tmp_path / "w.pt"
+    torch.save(load_backbone(TINY["model"], None)[0].state_dict(), path)
+    for weights in (str(path), None):  # a cache miss, then a random init
+        torch.manual_seed(0)
+        expected = torch.rand(3)
+        torch.manual_seed(0)
+        load_backbone(TINY["model"], weights)
+        assert torch.equal(torch.rand(3), expected)
+
+
 def test_grid_search_n_jobs_2_matches_sequential():
     X, y = np.concatenate([_IMGS] * 2), np.concatenate([_Y] * 2)
     grid = {"lr": [1e-3, 1e-2]}
