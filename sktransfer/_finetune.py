@@ -167,7 +167,8 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         Extra skorch callbacks, e.g. :class:`sktransfer.callbacks.WeightTracker`.
     random_state : int, RandomState or None, default=None
         Seeds initialization, the validation split, shuffling, augmentation and
-        dropout; the same seed and data give the same predictions on CPU.
+        dropout; the same seed and data give the same predictions on the same
+        CPU with the same torch thread count (float sums depend on it).
     verbose : int, default=0
         1: skorch's epoch table; 2: plus a progress bar per epoch.
 
