@@ -376,8 +376,8 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
                 f"({str(exc).splitlines()[0][:200]}). Use a larger input_size."
             ) from None
         n_features = int(out.flatten(1).shape[1]) if sizes is None else sizes[0]
-        self._drop_sites = set_drop_path(net, self.drop_path) if self.drop_path else []
-        if self.drop_path > 0 and not self._drop_sites:
+        drop_sites = set_drop_path(net, self.drop_path) if self.drop_path else []
+        if self.drop_path > 0 and not drop_sites:
             raise ValueError(
                 f"drop_path={self.drop_path} but {type(net).__name__} has no "
                 f"residual blocks with a stochastic-depth slot (supported: timm "
@@ -385,7 +385,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
                 f"EfficientNet/ConvNeXt/Swin). Use drop_path=0."
             )
         head = build_head(self.head, self.head_init, n_features, n_classes)
-        return FineTuneModule(net, head, self.dropout, self.bn), prep
+        return FineTuneModule(net, head, self.dropout, self.bn), prep, drop_sites
 
     def _split(self, y, seed):
         idx = np.arange(len(y))
@@ -459,7 +459,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         return self
 
     def _fit(self, images, y, weight, seed, device):
-        module, prep = self._build_module(len(self.classes_))
+        module, prep, drop_sites = self._build_module(len(self.classes_))
         self.preprocessing_ = prep
         pre = Preprocessor(prep)
         trainable = resolve_trainable(module.body, self.train_layers)
@@ -474,19 +474,18 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             p.requires_grad_(name in trainable)
         dropped = [
             site
-            for site in self._drop_sites
+            for site in drop_sites
             if any(name.startswith(f"{site}.") for name in trainable)
         ]
-        if self._drop_sites and not dropped:
+        if drop_sites and not dropped:
             warnings.warn(
                 f"drop_path={self.drop_path} has no effect: none of the blocks "
-                f"that can be skipped ({', '.join(self._drop_sites[-3:])}, ...) "
+                f"that can be skipped ({', '.join(drop_sites[-3:])}, ...) "
                 f"is trained with train_layers={self.train_layers!r}, and frozen "
                 f"blocks never drop. Train more layers or use drop_path=0.",
                 UserWarning,
                 stacklevel=3,
             )
-        del self._drop_sites
         module.to(device)
 
         train_idx, valid_idx = self._split(y, seed)
