@@ -182,7 +182,7 @@ plt.show()
 # claim either way would need many more seeds or folds.
 #
 # Why so little? The trained part is small: the head and the last four stages,
-# with three blocks that can drop, each with a probability below 0.2. And the
+# with three blocks that can drop, with probabilities of at most 0.2. And the
 # gap comes from ten images per class not covering what a class looks like,
 # which noise inside the network does not supply. Dropout and stochastic depth
 # were designed for large networks trained for many epochs -- stochastic depth
