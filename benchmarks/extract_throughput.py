@@ -41,11 +41,11 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from sktransfer import CNNFeatureExtractor, load_backbone  # noqa: E402
-from sktransfer._backbones import (  # noqa: E402
+from sktransfer._backbones import strip_head  # noqa: E402
+from sktransfer._runtime import (  # noqa: E402
     cpu_has_fast_bf16,
     resolve_device,
     resolve_precision,
-    strip_head,
 )
 from sktransfer.datasets import load_fashion_mnist_sample  # noqa: E402
 

@@ -21,6 +21,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._runtime import process_cache
+
 __all__ = [
     "Preprocessing",
     "list_layers",
@@ -393,7 +395,7 @@ def _build(model, weights):
     return net, prep
 
 
-_CACHE = {}
+_CACHE = process_cache("backbones")
 _CACHE_LOCK = threading.Lock()
 
 
@@ -590,64 +592,6 @@ def backbone_stages(net):
         else:
             units.append((name, child))
     return units
-
-
-# --------------------------------------------------------------- device / precision
-def resolve_device(device):
-    """'auto' -> 'cuda' when available, else 'cpu'; validates explicit names."""
-    if device is None or device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise ValueError(
-            f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {device!r}."
-        ) from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(
-            f"device={device!r} but CUDA is not available here; use device='auto' or "
-            f"'cpu'."
-        )
-    return dev
-
-
-def cpu_has_fast_bf16():
-    """True when the CPU has AMX or AVX-512 bf16 instructions (Linux flags)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"amx_bf16", "avx512_bf16"})
-    except OSError:
-        pass
-    return False
-
-
-def resolve_precision(precision, device):
-    """Autocast dtype for ``precision`` on ``device`` (None means plain fp32).
-
-    ``"auto"`` uses bf16 autocast on CPUs with AMX / AVX-512 bf16 (about 3x faster
-    there) and fp32 elsewhere (bf16 is emulated and ~10x slower on other CPUs); on
-    CUDA it uses bf16 where supported, else fp16.
-    """
-    if precision in ("fp32", "float32", None):
-        return None
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.bfloat16 if cpu_has_fast_bf16() else None
-    if precision in ("bf16", "bfloat16"):
-        return torch.bfloat16
-    if precision in ("fp16", "float16"):
-        if device.type != "cuda":
-            raise ValueError(
-                "precision='fp16' needs a CUDA device; use 'bf16' or 'fp32'."
-            )
-        return torch.float16
-    raise ValueError(
-        f"precision must be 'auto', 'fp32', 'bf16' or 'fp16', got {precision!r}."
-    )
 
 
 @contextlib.contextmanager

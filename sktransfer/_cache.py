@@ -25,6 +25,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._runtime import process_cache
+
 __all__ = ["CodeCache", "resolve_cache_dir", "image_digests", "state_digest"]
 
 _SUBDIR = "sktransfer-codes"
@@ -108,7 +110,7 @@ class _Index:
         self.rows = {}  # digest -> (shard array, row)
 
 
-_INDEXES = {}
+_INDEXES = process_cache("code_cache_indexes")
 _INDEXES_LOCK = threading.Lock()
 
 

@@ -21,12 +21,11 @@ from ._backbones import (
     load_backbone,
     model_display_name,
     quiet_torch_warnings,
-    resolve_device,
-    resolve_precision,
     strip_head,
 )
 from ._cache import CodeCache, image_digests, resolve_cache_dir, state_digest
 from ._images import Preprocessor, check_images, iter_batches
+from ._runtime import process_cache, resolve_device, resolve_precision
 
 __all__ = ["CNNFeatureExtractor"]
 
@@ -632,10 +631,10 @@ def _forward_halving(engine, batch):
     )
 
 
-_ENGINES = {}
+_ENGINES = process_cache("engines")
 _ENGINES_LOCK = threading.Lock()
 # backbone spec (_cache_key) -> digest of its weights, so folds hash a net once
-_STATE_DIGESTS = {}
+_STATE_DIGESTS = process_cache("state_digests")
 
 
 def _cached_engine(net, layers, pooling, device, autocast, optimize, size, key):

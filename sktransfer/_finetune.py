@@ -24,11 +24,12 @@ from sklearn.utils.validation import (
 from torch import nn
 
 from ._augment import make_augmentation
-from ._backbones import find_head, load_backbone, resolve_device, strip_head
+from ._backbones import find_head, load_backbone, strip_head
 from ._extractor import _is_feature_matrix
 from ._fit_callbacks import BestWeights, NaNGuard, PhaseSwitch, Schedule
 from ._images import Preprocessor, check_images, iter_batches
 from ._labels import check_no_missing_labels
+from ._runtime import resolve_device, training_autocast
 from ._training import (
     FineTuneModule,
     FineTuneNet,
@@ -45,7 +46,6 @@ from ._training import (
     softmax,
     traced_module,
     trained_bns,
-    training_autocast,
 )
 
 __all__ = ["FineTunedClassifier"]
@@ -512,7 +512,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             make_augmentation(self.augment, prep.input_size)
         )
 
-        autocast = training_autocast(self.precision, device, module.body)
+        autocast = training_autocast(self.precision, device)
         backbone_lr = self.lr / 10 if self.backbone_lr is None else self.backbone_lr
         ft = {
             "trainable": trainable,

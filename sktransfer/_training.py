@@ -18,12 +18,7 @@ from skorch.dataset import unpack_data
 from skorch.utils import to_tensor
 from torch import nn
 
-from ._backbones import (
-    backbone_stages,
-    cpu_has_fast_bf16,
-    quiet_torch_warnings,
-    resolve_precision,
-)
+from ._backbones import backbone_stages, quiet_torch_warnings
 
 _BN = nn.modules.batchnorm._BatchNorm
 # Resized training images are kept in memory when they fit in this budget, so an
@@ -157,28 +152,6 @@ class FineTuneModule(nn.Module):
         state = dict(super().__getstate__())
         state["_frozen_key"], state["_frozen"] = None, []
         return state
-
-
-def has_depthwise_conv(net):
-    """True when the network has grouped (e.g. depthwise) convolutions."""
-    return any(isinstance(m, nn.Conv2d) and m.groups > 1 for m in net.modules())
-
-
-def training_autocast(precision, device, net):
-    """Autocast dtype used for TRAINING (None = fp32).
-
-    ``"auto"``: bf16 on CUDA when supported (else fp32); on CPUs with AMX /
-    AVX-512 bf16, bf16 only for networks without depthwise convolutions (their
-    bf16 backward is slower than fp32: measured EfficientNet-Lite0 0.83x,
-    ResNet-18 1.7x at 96 px); fp32 on every other CPU (bf16 is emulated there).
-    """
-    if precision != "auto":
-        return resolve_precision(precision, device)
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    if cpu_has_fast_bf16() and not has_depthwise_conv(net):
-        return torch.bfloat16
-    return None
 
 
 # ---------------------------------------------------------------------- freezing

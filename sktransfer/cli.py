@@ -217,13 +217,9 @@ def cmd_info(args):
     import torch
 
     from . import __version__
-    from ._backbones import (
-        cpu_has_fast_bf16,
-        offline_backbones,
-        resolve_device,
-        resolve_precision,
-    )
+    from ._backbones import offline_backbones
     from ._compare import available_strategies
+    from ._runtime import cpu_has_fast_bf16, resolve_device, resolve_precision
 
     device = resolve_device("auto")
     autocast = resolve_precision("auto", device)
