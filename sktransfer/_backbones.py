@@ -9,12 +9,10 @@ share mutable weights.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import enum
 import os
 import threading
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -592,12 +590,3 @@ def backbone_stages(net):
         else:
             units.append((name, child))
     return units
-
-
-@contextlib.contextmanager
-def quiet_torch_warnings():
-    """Silence torch's deprecation chatter (jit, fx) inside our own calls."""
-    with warnings.catch_warnings():
-        for category in (FutureWarning, UserWarning, DeprecationWarning):
-            warnings.simplefilter("ignore", category)
-        yield

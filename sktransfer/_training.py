@@ -18,7 +18,7 @@ from skorch.dataset import unpack_data
 from skorch.utils import to_tensor
 from torch import nn
 
-from ._backbones import backbone_stages, quiet_torch_warnings
+from ._backbones import backbone_stages
 
 _BN = nn.modules.batchnorm._BatchNorm
 # Resized training images are kept in memory when they fit in this budget, so an
@@ -113,7 +113,7 @@ class FineTuneModule(nn.Module):
         out = self.body(x)
         return out.flatten(1) if out.ndim > 2 else out
 
-    def forward(self, x, sample_weight=None):
+    def forward(self, x):
         return self.head(self.dropout(self.features(x)))
 
     def _frozen_modules(self):
@@ -493,23 +493,3 @@ class FineTuneNet(NeuralNetClassifier):
         scaler.step(self.optimizer_)
         scaler.update()
         return {"loss": loss, "y_pred": y_pred}
-
-
-def traced_module(module, prep, device):
-    """Trace + freeze ``module`` for CPU fp32 inference; None when unsafe.
-
-    The traced graph is checked against the eager module on a random batch.
-    """
-    if torch.device(device).type != "cpu":
-        return None
-    probe = torch.randn(2, prep.in_chans, *prep.input_size)
-    try:
-        with quiet_torch_warnings(), torch.no_grad():
-            eager = copy.deepcopy(module).eval()
-            graph = torch.jit.trace(eager, probe, strict=False)
-            graph = torch.jit.optimize_for_inference(torch.jit.freeze(graph))
-            if not torch.allclose(graph(probe), eager(probe), rtol=1e-3, atol=1e-4):
-                return None
-            return graph
-    except Exception:  # noqa: BLE001 - any tracing failure means "stay eager"
-        return None
