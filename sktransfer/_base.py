@@ -58,22 +58,29 @@ class _ImageEstimatorMixin:
         "verbose": ["verbose"],
     }
 
-    # Instance attributes that are configuration, not fitted state: sklearn's
-    # set_output and metadata-routing requests survive a refit.
-    _KEEP_ON_RESET = ("_sklearn_output_config", "_metadata_request")
+    # Instance attributes scikit-learn itself sets (set_output, metadata-routing
+    # requests, callbacks and their context, which it sets before calling fit):
+    # configuration, not fitted state, so they survive a refit.
+    _KEEP_ON_RESET = (
+        "_sklearn",
+        "_skl_",
+        "_metadata_request",
+        "_parent_callback",
+        "_callback",
+    )
 
     def _reset(self):
         """Forget everything a previous ``fit`` built.
 
         Deletes every instance attribute that is not a constructor parameter or
-        sklearn configuration: fitted attributes (``classes_``, ``net_``,
+        scikit-learn's own configuration: fitted attributes (``classes_``, ``net_``,
         ``backbone_`` ...) and private derived state (inference engines,
         exported graphs, digests, cache specs), whatever their names, so a new
         derived cache cannot be forgotten here.
         """
         params = set(self._get_param_names())
         for name in list(vars(self)):
-            if name not in params and name not in self._KEEP_ON_RESET:
+            if name not in params and not name.startswith(self._KEEP_ON_RESET):
                 delattr(self, name)
 
     def _check_X(self, X, reset=False):

@@ -55,14 +55,12 @@ def fmnist_small():
 
 @pytest.fixture(scope="module")
 def eager_extraction():
-    """Run CNNFeatureExtractor eagerly (no tracing) for a whole test module."""
-    from sktransfer import _extractor
+    """``engine="auto"`` means torch for a whole test module (subprocesses too).
 
-    # Engines are shared per process: one built while tracing is patched off must
-    # not reach a later test that expects a traced graph (and vice versa).
-    _extractor._ENGINES.clear()
+    Saves exporting an ONNX graph for each of the many tiny configurations such
+    a module tries; tests/test_engine.py shows the default engine.
+    """
     mp = pytest.MonkeyPatch()
-    mp.setattr("sktransfer._extractor._traced", lambda *args: None)
+    mp.setenv("SKTRANSFER_ENGINE", "torch")
     yield
     mp.undo()
-    _extractor._ENGINES.clear()

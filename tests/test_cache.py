@@ -205,7 +205,7 @@ def test_oom_halving_gives_the_same_codes(rng_images, monkeypatch, limit):
     X = rng_images[0]
     ext = CNNFeatureExtractor(**TINY, batch_size=16).fit(X)
     ref = ext.transform(X)
-    engine_cls = extractor_mod._Engine
+    engine_cls = type(ext._get_engine())
     real_call = engine_cls.__call__
     sizes = []
 
@@ -225,14 +225,15 @@ def test_oom_runtime_error_message_also_halves(rng_images, monkeypatch):
     X = rng_images[0][:8]
     ext = CNNFeatureExtractor(**TINY, batch_size=8).fit(X)
     ref = ext.transform(X)
-    real_call = extractor_mod._Engine.__call__
+    engine_cls = type(ext._get_engine())
+    real_call = engine_cls.__call__
 
     def oom_call(self, x):
         if len(x) > 2:
             raise RuntimeError("DefaultCPUAllocator: can't allocate: out of memory")
         return real_call(self, x)
 
-    monkeypatch.setattr(extractor_mod._Engine, "__call__", oom_call)
+    monkeypatch.setattr(engine_cls, "__call__", oom_call)
     np.testing.assert_allclose(ext.transform(X), ref, atol=1e-5)
 
 
@@ -243,6 +244,6 @@ def test_oom_on_single_image_raises_clear_error(rng_images, monkeypatch):
     def always_oom(self, x):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(extractor_mod._Engine, "__call__", always_oom)
+    monkeypatch.setattr(type(ext._get_engine()), "__call__", always_oom)
     with pytest.raises(MemoryError, match="single image"):
         ext.transform(X)

@@ -104,22 +104,22 @@ def test_flattened_rows_with_input_shape():
 
 
 # ----------------------------------------------------------- correctness of runs
-@pytest.mark.parametrize("optimize", [True, False])
-def test_batch_invariance_fp32(rng_images, optimize):
+@pytest.mark.parametrize("engine", ["onnxruntime", "torch"])
+def test_batch_invariance_fp32(rng_images, engine):
     X = rng_images[0]
-    ext = CNNFeatureExtractor(**TINY, precision="fp32", optimize=optimize, batch_size=7)
+    ext = CNNFeatureExtractor(**TINY, precision="fp32", engine=engine, batch_size=7)
     Z = ext.fit(X).transform(X)
     for i in (0, 5, 19):
         alone = ext.transform(X[i : i + 1])
         assert np.abs(alone - Z[i]).max() < 1e-4
 
 
-def test_traced_graph_matches_eager(rng_images):
+def test_onnx_engine_matches_torch(rng_images):
     X = rng_images[0]
-    fast = CNNFeatureExtractor(**TINY, optimize=True).fit(X)
-    slow = CNNFeatureExtractor(**TINY, optimize=False).fit(X)
-    assert fast._get_engine().traced is not None
-    assert slow._get_engine().traced is None
+    fast = CNNFeatureExtractor(**TINY, engine="onnxruntime").fit(X)
+    slow = CNNFeatureExtractor(**TINY, engine="torch").fit(X)
+    assert fast._get_engine().kind == "onnxruntime"
+    assert slow._get_engine().kind == "torch"
     np.testing.assert_allclose(fast.transform(X), slow.transform(X), atol=1e-4)
 
 
@@ -128,7 +128,7 @@ def test_always_eval_mode_and_deterministic(rng_images):
     ext = CNNFeatureExtractor(model=TinyNet(), weights=None, input_size=16)
     ext.fit(X)
     ext.backbone_.train()  # even if someone flips it, transform must not care
-    a = ext.set_params(optimize=False).fit(X).transform(X)
+    a = ext.set_params(engine="torch").fit(X).transform(X)
     b = ext.transform(X)
     assert not any(m.training for m in ext.backbone_.modules())
     np.testing.assert_array_equal(a, b)

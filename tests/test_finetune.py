@@ -332,16 +332,16 @@ def test_pickle_round_trip(fitted, data):
     assert len(blob) < 3 * 4 * sum(p.numel() for p in fitted.net_.module_.parameters())
 
 
-def test_traced_prediction_matches_eager(fitted, data, monkeypatch):
+def test_onnx_prediction_matches_eager(fitted, data, monkeypatch):
     import sktransfer._finetune as ft
 
     X, _ = data
     eager = fitted.predict_proba(X)
-    monkeypatch.setattr(ft, "_TRACE_MIN_IMAGES", 1)
+    monkeypatch.setattr(ft, "_ENGINE_MIN_IMAGES", 1)
     assert_allclose(fitted.predict_proba(X), eager, atol=1e-5)
-    assert fitted._traced_net is not None
-    restored = pickle.loads(pickle.dumps(fitted))  # the graph is not pickled
-    assert "_traced_net" not in vars(restored)
+    assert fitted._engine.kind == "onnxruntime"
+    restored = pickle.loads(pickle.dumps(fitted))  # the engine is not pickled
+    assert "_engine" not in vars(restored)
     assert_allclose(restored.predict_proba(X), eager, atol=1e-5)
 
 
