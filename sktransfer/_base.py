@@ -13,7 +13,12 @@ It owns, once for both:
   ``ValueError`` that names the input size instead of a torch stack trace;
 * ``_reset()``, which every ``fit`` calls first: it deletes every fitted and
   derived attribute (engines, exported graphs, digests, ...), so nothing built
-  for one model outlives a refit.
+  for one model outlives a refit;
+* ``_derived()``: the one place for state built on demand after ``fit``
+  (inference engines, the device choice, cache specs). It is replaced by every
+  ``fit``, pickles empty, and is the same object before and after ``transform``
+  / ``predict``, so building an engine lazily does not change the estimator's
+  ``__dict__`` (scikit-learn's ``check_dict_unchanged``).
 """
 
 from __future__ import annotations
@@ -39,6 +44,13 @@ def _is_feature_matrix(X):
     if isinstance(X, (list, tuple)):
         return bool(len(X)) and np.ndim(X[0]) == 1
     return isinstance(X, np.ndarray) and X.ndim <= 2
+
+
+class _Derived(dict):
+    """Runtime state derived from a fitted model; empty after unpickling."""
+
+    def __reduce__(self):
+        return (_Derived, ())
 
 
 class _ImageEstimatorMixin:
@@ -82,6 +94,14 @@ class _ImageEstimatorMixin:
         for name in list(vars(self)):
             if name not in params and not name.startswith(self._KEEP_ON_RESET):
                 delattr(self, name)
+        self._derived_state = _Derived()
+
+    def _derived(self):
+        """The dict of state built on demand for the fitted model (see module doc)."""
+        state = self.__dict__.get("_derived_state")
+        if state is None:
+            state = self._derived_state = _Derived()
+        return state
 
     def _check_X(self, X, reset=False):
         """Validate images; flattened rows (with ``input_shape``) as sklearn does."""

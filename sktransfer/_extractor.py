@@ -316,7 +316,8 @@ class CNNFeatureExtractor(_ImageEstimatorMixin, TransformerMixin, BaseEstimator)
         self.n_features_out_ = int(sum(self._layer_sizes))
         if isinstance(self.model, str):
             # Rebuilt from the spec after unpickling: checked against this then.
-            self._digest()
+            key = _cache_key(self.model, self.weights)
+            self._weights_digest = _memo_digest(key, net)
         return self
 
     def _run_on(self):
@@ -325,15 +326,16 @@ class CNNFeatureExtractor(_ImageEstimatorMixin, TransformerMixin, BaseEstimator)
         Changing ``device``, ``precision`` or ``engine`` after ``fit`` takes
         effect: the engine and cache spec built for the old values are dropped.
         """
+        derived = self._derived()
         params = (str(self.device), self.precision, self.engine)
-        memo = getattr(self, "_device_autocast", None)
+        memo = derived.get("run_on")
         if memo is None or memo[0] != params:
             device = resolve_device(self.device)
             autocast = resolve_precision(self.precision, device)
             resolve_engine(self.engine, device, autocast)
-            memo = self._device_autocast = (params, device, autocast)
-            self.__dict__.pop("_engine", None)
-            self.__dict__.pop("_cache_spec", None)
+            memo = derived["run_on"] = (params, device, autocast)
+            derived.pop("engine", None)
+            derived.pop("cache_spec", None)
         return memo[1], memo[2]
 
     def _net(self):
@@ -357,15 +359,24 @@ class CNNFeatureExtractor(_ImageEstimatorMixin, TransformerMixin, BaseEstimator)
         return self.backbone_
 
     def _digest(self):
-        """Digest of the backbone's weights (memoized per spec in the process)."""
-        if getattr(self, "_weights_digest", None) is None:
+        """Digest of the backbone's weights (memoized per spec in the process).
+
+        Recorded at ``fit`` for named backbones (checked after unpickling);
+        derived on demand for a user's module, whose weights travel with it.
+        """
+        recorded = getattr(self, "_weights_digest", None)
+        if recorded is not None:
+            return recorded
+        derived = self._derived()
+        if "digest" not in derived:
             key = _cache_key(self.model, self.weights)
-            self._weights_digest = _memo_digest(key, self._net())
-        return self._weights_digest
+            derived["digest"] = _memo_digest(key, self._net())
+        return derived["digest"]
 
     def _get_engine(self):
         device, autocast = self._run_on()
-        if getattr(self, "_engine", None) is None:
+        derived = self._derived()
+        if derived.get("engine") is None:
             net = self._net()
             p = self.preprocessing_
             size = tuple(p.input_size)
@@ -383,13 +394,13 @@ class CNNFeatureExtractor(_ImageEstimatorMixin, TransformerMixin, BaseEstimator)
 
             key = _cache_key(self.model, self.weights)
             if key is None:  # a user's module: its own engine
-                self._engine = build()
+                derived["engine"] = build()
             else:  # pretrained (never modified) specs share engines
                 kind = resolve_engine(self.engine, device, autocast)
                 full_key = (key, tuple(self.layers_), self.pooling, str(device))
                 full_key += (autocast, size, p.in_chans, kind)
-                self._engine = shared_engine(full_key, build)
-        return self._engine
+                derived["engine"] = shared_engine(full_key, build)
+        return derived["engine"]
 
     # --------------------------------------------------------------- transforming
     def transform(self, X):
@@ -514,10 +525,11 @@ class CNNFeatureExtractor(_ImageEstimatorMixin, TransformerMixin, BaseEstimator)
         root = resolve_cache_dir(self.cache)
         if root is None:
             return None
-        if getattr(self, "_cache_spec", None) is None:
-            _, autocast = self._run_on()
+        _, autocast = self._run_on()
+        derived = self._derived()
+        if derived.get("cache_spec") is None:
             p = self.preprocessing_
-            self._cache_spec = (
+            derived["cache_spec"] = (
                 f"sktransfer-codes v1; backbone {model_display_name(self.model)} "
                 f"{self._digest()}; layers {self.layers_}; pooling {self.pooling}; "
                 f"input_size {tuple(p.input_size)}; mean {tuple(p.mean)}; "
@@ -525,7 +537,7 @@ class CNNFeatureExtractor(_ImageEstimatorMixin, TransformerMixin, BaseEstimator)
                 f"in_chans {p.in_chans}; autocast {autocast}; "
                 f"width {self.n_features_out_}"
             )
-        return CodeCache(root, self._cache_spec, self.n_features_out_)
+        return CodeCache(root, derived["cache_spec"], self.n_features_out_)
 
     def get_feature_names_out(self, input_features=None):
         """Names like ``efficientnet_lite0.avgpool_0`` or ``resnet18.layer3.avg_5``.
@@ -552,10 +564,7 @@ class CNNFeatureExtractor(_ImageEstimatorMixin, TransformerMixin, BaseEstimator)
     # ------------------------------------------------------------------ pickling
     def __getstate__(self):
         state = super().__getstate__()
-        # Engines (ONNX Runtime sessions, device placements) and the device
-        # choice belong to this process and machine: rebuilt on first use.
-        for name in ("_engine", "_device_autocast"):
-            state.pop(name, None)
+        # (engines and the device choice live in _derived(), which pickles empty)
         if isinstance(self.model, str) and "backbone_" in state:
             # Pretrained weights are rebuilt from the spec on load, and checked
             # against the digest recorded at fit (see ``_net``).

@@ -611,14 +611,15 @@ class FineTunedClassifier(_ImageEstimatorMixin, ClassifierMixin, BaseEstimator):
 
         Built lazily once per fitted model: torch first; with ``engine="auto"``
         ONNX Runtime from the first call on ``_ENGINE_MIN_IMAGES`` images (the
-        export costs seconds), with ``"onnxruntime"`` from the first call. Never
-        pickled, and discarded by every ``fit`` (``_reset``).
+        export costs seconds), with ``"onnxruntime"`` from the first call. Kept
+        in ``_derived()``: never pickled, and replaced by every ``fit``.
         """
         net = self.net_
-        engine = self.__dict__.get("_engine")
-        if self.__dict__.get("_engine_param") != self.engine:
+        derived = self._derived()
+        engine = derived.get("engine")
+        if derived.get("engine_param") != self.engine:
             engine = None  # set_params(engine=...) after fit takes effect
-        elif engine is not None and (engine.kind != "torch" or self._engine_settled):
+        elif engine is not None and (engine.kind != "torch" or derived["settled"]):
             return engine
         device = torch.device(net.device)
         autocast = net.ft["autocast"]
@@ -643,15 +644,8 @@ class FineTunedClassifier(_ImageEstimatorMixin, ClassifierMixin, BaseEstimator):
             settled = kind == "torch"
         else:
             return engine
-        self._engine, self._engine_settled = engine, settled
-        self._engine_param = self.engine
+        derived.update(engine=engine, settled=settled, engine_param=self.engine)
         return engine
-
-    def __getstate__(self):
-        state = dict(super().__getstate__())
-        for name in ("_engine", "_engine_settled", "_engine_param"):  # rebuilt
-            state.pop(name, None)
-        return state
 
     def decision_function(self, X):
         """Logits of the fine-tuned network.

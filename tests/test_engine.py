@@ -121,14 +121,14 @@ def test_finetuned_predict_proba_onnx_matches_torch(ft_data):
     X, y = ft_data
     clf = FineTunedClassifier(**FT, engine="onnxruntime", random_state=0).fit(X, y)
     P = clf.predict_proba(X[:50])
-    assert clf._engine.kind == "onnxruntime"
+    assert clf._derived()["engine"].kind == "onnxruntime"
     clf.set_params(engine="torch")  # takes effect without a refit
     ref = clf.predict_proba(X[:50])
-    assert clf._engine.kind == "torch"
+    assert clf._derived()["engine"].kind == "torch"
     np.testing.assert_allclose(P, ref, atol=1e-5)
     assert not np.allclose(ref, ref[:1])  # the comparison is not between constants
     restored = pickle.loads(pickle.dumps(clf.set_params(engine="onnxruntime")))
-    assert "_engine" not in vars(restored)
+    assert "engine" not in restored._derived()  # engines are not pickled
     np.testing.assert_allclose(restored.predict_proba(X[:50]), P, atol=1e-6)
 
 
@@ -136,9 +136,9 @@ def test_finetuned_auto_exports_only_for_large_predictions(ft_data):
     X, y = ft_data
     clf = FineTunedClassifier(**FT, random_state=0).fit(X, y)
     small = clf.predict_proba(X[:10])
-    assert clf._engine.kind == "torch"
+    assert clf._derived()["engine"].kind == "torch"
     big = clf.predict_proba(X)  # 300 >= 256 images: ONNX Runtime from now on
-    assert clf._engine.kind == "onnxruntime"
+    assert clf._derived()["engine"].kind == "onnxruntime"
     np.testing.assert_allclose(big[:10], small, atol=1e-5)
 
 
@@ -148,9 +148,9 @@ def test_refit_drops_the_previous_models_engine(ft_data):
     X, y = ft_data
     clf = FineTunedClassifier(**FT, random_state=0).fit(X, y)
     first = clf.predict_proba(X)
-    assert clf._engine.kind == "onnxruntime"
+    assert clf._derived()["engine"].kind == "onnxruntime"
     clf.set_params(lr=0.5, random_state=1).fit(X, y)
-    assert "_engine" not in vars(clf)
+    assert "engine" not in clf._derived()
     second = clf.predict_proba(X)
     assert np.abs(first - second).max() > 1e-3
     # and the new engine is right about the new model
@@ -161,12 +161,13 @@ def test_refit_drops_the_previous_models_engine(ft_data):
 def test_reset_deletes_every_derived_attribute(images):
     ext = CNNFeatureExtractor(**TINY).fit(images)
     ext.transform(images[:2])
-    assert "_engine" in vars(ext) and "_weights_digest" in vars(ext)
+    derived = ext._derived()
+    assert "engine" in derived and "_weights_digest" in vars(ext)
     ext._some_future_cache = object()
     ext.set_output(transform="default")
     ext.set_params(layer="blocks.1").fit(images)
     assert "_some_future_cache" not in vars(ext)
-    assert "_engine" not in vars(ext)
+    assert ext._derived() is not derived and "engine" not in ext._derived()
     assert ext.layers_ == ["blocks.1"]
     assert ext.transform(images[:2]).shape[1] == ext.n_features_out_
     assert "_sklearn_output_config" in vars(ext)  # configuration is not state

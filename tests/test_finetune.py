@@ -339,9 +339,9 @@ def test_onnx_prediction_matches_eager(fitted, data, monkeypatch):
     eager = fitted.predict_proba(X)
     monkeypatch.setattr(ft, "_ENGINE_MIN_IMAGES", 1)
     assert_allclose(fitted.predict_proba(X), eager, atol=1e-5)
-    assert fitted._engine.kind == "onnxruntime"
+    assert fitted._derived()["engine"].kind == "onnxruntime"
     restored = pickle.loads(pickle.dumps(fitted))  # the engine is not pickled
-    assert "_engine" not in vars(restored)
+    assert "engine" not in restored._derived()
     assert_allclose(restored.predict_proba(X), eager, atol=1e-5)
 
 
