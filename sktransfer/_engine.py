@@ -349,7 +349,7 @@ def build_engine(module, *, engine, device, autocast, input_shape, digest, what)
         except EngineFallback as exc:
             warnings.warn(
                 f"engine={engine!r}: {exc}. Running the network in torch instead "
-                f"(about 3x slower on the CPU). engine='torch' silences this "
+                f"(3-4x slower on the CPU). engine='torch' silences this "
                 f"warning.",
                 UserWarning,
                 stacklevel=3,

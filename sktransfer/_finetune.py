@@ -155,7 +155,7 @@ class FineTunedClassifier(_ImageEstimatorMixin, ClassifierMixin, BaseEstimator):
         Training and prediction precision. ``"auto"`` never changes results
         materially: fp32 on every CPU, bf16 autocast on CUDA when supported.
         ``"bf16"`` (autocast + channels_last) is an explicit trade of accuracy
-        for speed: for frozen EfficientNet-Lite0 codes it moved them by 8%
+        for speed: for frozen EfficientNet-Lite0 codes it moved them by 8-11%
         (relative L2) and cost 0.9 accuracy points downstream (see
         :class:`CNNFeatureExtractor`); bf16 training was 1.7x faster for
         ResNet-18 but 0.83x for EfficientNet-Lite0 on an AMX CPU, and is
