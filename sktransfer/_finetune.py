@@ -642,7 +642,9 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         scores : ndarray of shape (n_samples, n_classes), or (n_samples,) for two
             classes (logit of ``classes_[1]`` minus logit of ``classes_[0]``).
         """
-        logits = self._logits(X).numpy()
+        # float64 from here on: the difference and the softmax are then both
+        # monotonic in the exact logit gap, so they rank images identically.
+        logits = self._logits(X).double().numpy()
         if logits.shape[1] == 2:
             return logits[:, 1] - logits[:, 0]
         return logits
@@ -654,11 +656,11 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         -------
         proba : ndarray of shape (n_samples, n_classes)
         """
-        return torch.softmax(self._logits(X), dim=1).numpy()
+        return torch.softmax(self._logits(X).double(), dim=1).numpy()
 
     def predict_log_proba(self, X):
         """Log of :meth:`predict_proba`."""
-        return torch.log_softmax(self._logits(X), dim=1).numpy()
+        return torch.log_softmax(self._logits(X).double(), dim=1).numpy()
 
     def predict(self, X):
         """Predicted labels (same type as the ``y`` given to ``fit``).
