@@ -195,6 +195,21 @@ def _read_state_dict(path):
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
+def _check_finite_state(state, source):
+    """Refuse weights holding NaN or infinity: they would give NaN codes."""
+    bad = [
+        k
+        for k, v in state.items()
+        if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+    if bad:
+        raise ValueError(
+            f"weights from {source} hold NaN or infinite values in {len(bad)} "
+            f"tensor(s) (e.g. {bad[:3]}); the file is corrupt or comes from a "
+            f"diverged training run. Use another checkpoint."
+        )
+
+
 def _set_submodule(root, name, new):
     parent_name, _, child = name.rpartition(".")
     parent = root.get_submodule(parent_name) if parent_name else root
@@ -244,6 +259,7 @@ def _load_state_dict_into(module, state, source):
             + "; ".join(parts)
             + ". Is the file for another model?"
         )
+    _check_finite_state(state, source)
     module.load_state_dict(state)
 
 
