@@ -169,7 +169,13 @@ def _read_state_dict(path):
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return dict(load_file(str(path), device="cpu"))
+        try:
+            return dict(load_file(str(path), device="cpu"))
+        except Exception as exc:  # SafetensorError: a corrupt or foreign file
+            raise ValueError(
+                f"weights file {str(path)!r} is not a valid safetensors file "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})."
+            ) from None
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError or a corrupt archive

@@ -412,7 +412,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
                 f"they are kept for training only, so the validation score does "
                 f"not cover them. Add images or use early_stopping=False.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=5,  # _split < _fit < fit < _fit_context < caller
             )
         if len(valid) == 0:
             raise ValueError(

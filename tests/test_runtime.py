@@ -51,7 +51,9 @@ def test_force_switch_overrides_detection_and_restores_it():
 
 @pytest.mark.parametrize("value", ["1", "0"])
 def test_environment_variable_forces_detection_in_a_new_process(value):
-    code = "from sktransfer._runtime import cpu_has_fast_bf16; print(cpu_has_fast_bf16())"
+    code = (
+        "from sktransfer._runtime import cpu_has_fast_bf16; print(cpu_has_fast_bf16())"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code],
         env={"SKTRANSFER_CPU_BF16": value, "PATH": ""},
