@@ -24,7 +24,7 @@ from ._backbones import (
     strip_head,
 )
 from ._cache import CodeCache, image_digests, resolve_cache_dir, state_digest
-from ._images import Preprocessor, check_images, iter_batches
+from ._images import RESIZE_MODES, Preprocessor, check_images, iter_batches
 from ._runtime import process_cache, resolve_device, resolve_precision
 
 __all__ = ["CNNFeatureExtractor"]
@@ -231,8 +231,16 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
         tracing fails or disagrees with it.
     normalize : bool, default=False
         L2-normalize each code (useful for cosine / prototype heads).
-    num_workers : int, default=0
+    num_workers : int or "auto", default="auto"
         DataLoader worker processes decoding image files / PIL images.
+        ``"auto"``: one per core beyond the first (at most 4) for 32 or more
+        files / PIL images when more than one core is available, else none;
+        arrays are always converted in this process.
+    resize : {"squash", "crop"}, default="squash"
+        ``"squash"``: resize to ``input_size`` ignoring the aspect ratio.
+        ``"crop"``: resize the shorter side to ``input_size / crop_pct`` (the
+        weights' own, e.g. 256 for 224), then keep the centre ``input_size``,
+        as torchvision's ``weights.transforms()`` do. See :ref:`inputs`.
     input_shape : tuple of int, default=None
         Shape of one image when ``X`` is a 2-D array of flattened images, e.g.
         ``(8, 8)`` for ``load_digits().data``; ``-1`` infers one axis. Such
@@ -299,7 +307,11 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
         "precision": [StrOptions({"auto", "fp32", "bf16", "fp16"})],
         "optimize": ["boolean"],
         "normalize": ["boolean"],
-        "num_workers": [Interval(Integral, 0, None, closed="left")],
+        "num_workers": [
+            Interval(Integral, 0, None, closed="left"),
+            StrOptions({"auto"}),
+        ],
+        "resize": [StrOptions(set(RESIZE_MODES))],
         "input_shape": [tuple, list, None],
         "pixel_range": [StrOptions({"auto"}), None],
         "cache": [None, str, os.PathLike, HasMethods(["cache"])],
@@ -321,7 +333,8 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
         precision="auto",
         optimize=True,
         normalize=False,
-        num_workers=0,
+        num_workers="auto",
+        resize="squash",
         input_shape=None,
         pixel_range="auto",
         cache=None,
@@ -340,6 +353,7 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
         self.optimize = optimize
         self.normalize = normalize
         self.num_workers = num_workers
+        self.resize = resize
         self.input_shape = input_shape
         self.pixel_range = pixel_range
         self.cache = cache
@@ -373,7 +387,7 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
         self._check_X(X, reset=True)
         net, prep = load_backbone(self.model, self.weights)
         self.preprocessing_ = prep.override(
-            input_size=self.input_size, mean=self.mean, std=self.std
+            input_size=self.input_size, mean=self.mean, std=self.std, resize=self.resize
         )
         self.layers_ = _resolve_layers(net, self.layer)
         self.backbone_ = net
@@ -561,6 +575,7 @@ class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
                 f"{digest}; layers {self.layers_}; pooling {self.pooling}; "
                 f"input_size {tuple(p.input_size)}; mean {tuple(p.mean)}; "
                 f"std {tuple(p.std)}; interpolation {p.interpolation}; "
+                f"resize {p.resize} {p.crop_pct}; decode v2; "
                 f"in_chans {p.in_chans}; autocast {engine.autocast}; "
                 f"width {self.n_features_out_}"
             )

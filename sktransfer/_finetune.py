@@ -27,7 +27,13 @@ from ._augment import make_augmentation
 from ._backbones import find_head, load_backbone, strip_head
 from ._extractor import _is_feature_matrix
 from ._fit_callbacks import BestWeights, NaNGuard, PhaseSwitch, Schedule
-from ._images import Preprocessor, check_images, iter_batches
+from ._images import (
+    RESIZE_MODES,
+    Preprocessor,
+    check_images,
+    iter_batches,
+    resolve_num_workers,
+)
 from ._labels import check_no_missing_labels
 from ._runtime import resolve_device, training_autocast
 from ._training import (
@@ -155,8 +161,15 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         on CPUs with AMX / AVX-512 bf16, bf16 + channels_last only for networks
         without depthwise convolutions (bf16 slows EfficientNet training down);
         fp32 elsewhere.
-    num_workers : int, default=0
-        DataLoader workers for training batches (augmentation, decoding).
+    num_workers : int or "auto", default="auto"
+        DataLoader workers decoding images for training and prediction.
+        ``"auto"``: workers only for files / PIL images that must be decoded
+        again each epoch (more than one core, 32 or more images), as in
+        :class:`CNNFeatureExtractor`; none when the training images fit in
+        memory or are arrays.
+    resize : {"squash", "crop"}, default="squash"
+        How images are brought to ``input_size``, as in
+        :class:`CNNFeatureExtractor`.
     input_shape : tuple of int, default=None
         Shape of one image when ``X`` is a 2-D array of flattened images.
     pixel_range : {"auto"} or None, default="auto"
@@ -270,7 +283,11 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "device": [str, torch.device],
         "precision": [StrOptions({"auto", "fp32", "bf16", "fp16"})],
-        "num_workers": [Interval(Integral, 0, None, closed="left")],
+        "num_workers": [
+            Interval(Integral, 0, None, closed="left"),
+            StrOptions({"auto"}),
+        ],
+        "resize": [StrOptions(set(RESIZE_MODES))],
         "input_shape": [tuple, list, None],
         "pixel_range": [StrOptions({"auto"}), None],
         "callbacks": [list, None],
@@ -308,7 +325,8 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         class_weight=None,
         device="auto",
         precision="auto",
-        num_workers=0,
+        num_workers="auto",
+        resize="squash",
         input_shape=None,
         pixel_range="auto",
         callbacks=None,
@@ -343,6 +361,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         self.device = device
         self.precision = precision
         self.num_workers = num_workers
+        self.resize = resize
         self.input_shape = input_shape
         self.pixel_range = pixel_range
         self.callbacks = callbacks
@@ -361,7 +380,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
 
     def _build_module(self, n_classes):
         net, prep = load_backbone(self.model, self.weights)
-        prep = prep.override(input_size=self.input_size)
+        prep = prep.override(input_size=self.input_size, resize=self.resize)
         head_name = find_head(net)
         self._state_keys = list(net.state_dict())
         self._head_name = head_name
@@ -560,7 +579,9 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             iterator_train=make_loader,
             iterator_train__shuffle=True,
             iterator_train__seed=seed,
-            iterator_train__num_workers=self.num_workers,
+            iterator_train__num_workers=0
+            if full.cache is not None and self.num_workers == "auto"
+            else resolve_num_workers(self.num_workers, images),
             iterator_train__drop_last=drop_last,
             iterator_valid=make_loader,
             train_split=None if valid_ds is None else predefined_split(valid_ds),
@@ -613,7 +634,9 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             run = self._traced() or run
         outs = []
         with torch.inference_mode():
-            for batch in iter_batches(images, pre, self.batch_size):
+            for batch in iter_batches(
+                images, pre, self.batch_size, num_workers=self.num_workers
+            ):
                 outs.append(run(batch).float().cpu())
         return torch.cat(outs)
 
