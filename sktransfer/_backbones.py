@@ -377,10 +377,15 @@ def _build_torchvision(name, weights):
     net = torchvision.models.get_model(name, weights=tv_weights)
     if tv_weights is None:
         return net, Preprocessing()
+    return net, _torchvision_preprocessing(tv_weights)
+
+
+def _torchvision_preprocessing(tv_weights):
+    """The Preprocessing of a torchvision weights enum (no download needed)."""
     t = tv_weights.transforms()
     crop = getattr(t, "crop_size", [224])
     interp = getattr(getattr(t, "interpolation", None), "value", "bilinear")
-    prep = Preprocessing(
+    return Preprocessing(
         input_size=(crop[0], crop[-1]),
         mean=tuple(getattr(t, "mean", IMAGENET_MEAN)),
         std=tuple(getattr(t, "std", IMAGENET_STD)),
@@ -388,7 +393,6 @@ def _build_torchvision(name, weights):
         extra={"categories": tv_weights.meta.get("categories")},
         crop_pct=crop[0] / getattr(t, "resize_size", crop)[0],
     )
-    return net, prep
 
 
 def _first_conv_in_chans(net):

@@ -89,7 +89,7 @@ def _pil_to_array(img):
         a = np.asarray(img, dtype=np.float32)
         return (a / (65535.0 if a.max(initial=0) > 255 else 255.0))[..., None]
     if mode == "F":
-        a = np.asarray(img, dtype=np.float32)
+        a = np.array(img, dtype=np.float32)  # writable: torch shares it
         return (a / 255.0 if a.max(initial=0) > 1 else a)[..., None]
     if mode == "L":
         return np.asarray(img, dtype=np.float32)[..., None] / 255.0
