@@ -181,8 +181,8 @@ def _pil_to_target(img, p, what):
     th, tw = p.input_size
     if (nh, nw) != (th, tw):
         img = img.crop((left, top, left + tw, top + th))
-    a = np.asarray(img)
-    t = torch.from_numpy(a[..., None] if a.ndim == 2 else a.copy())
+    a = np.array(img)  # a small (target-size) writable copy that torch can own
+    t = torch.from_numpy(a[..., None] if a.ndim == 2 else a)
     return t.permute(2, 0, 1).float().div_(255.0), None
 
 
