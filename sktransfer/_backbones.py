@@ -127,7 +127,7 @@ class Preprocessing:
             changes["resize"] = resize
         return replace(self, **changes)
 
-    def crop_size(self, height, width):
+    def resize_plan(self, height, width):
         """``(new_h, new_w), (top, left)``: how an image is resized, then cropped.
 
         For ``resize="squash"`` the image is resized to ``input_size`` (no crop).

@@ -145,7 +145,7 @@ def _draft(img, p):
     """Ask a JPEG decoder for the smallest DCT scale that still covers the target.
 
     libjpeg decodes at 1/2, 1/4 or 1/8 scale for a fraction of the work and
-    memory; the size asked for is what :meth:`Preprocessing.crop_size` resizes
+    memory; the size asked for is what :meth:`Preprocessing.resize_plan` resizes
     to, so the result is never upsampled. Other formats ignore this.
     """
     if getattr(img, "format", None) != "JPEG":
@@ -154,18 +154,19 @@ def _draft(img, p):
     turned = _orientation(img) in (5, 6, 7, 8)
     if turned:
         w, h = h, w
-    (nh, nw), _ = p.crop_size(h, w)
+    (nh, nw), _ = p.resize_plan(h, w)
     size = (nh, nw) if turned else (nw, nh)
     img.draft("L" if p.in_chans == 1 else "RGB", size)
 
 
 def _pil_to_target(img, p, what):
-    """Upright PIL image -> float (c, H, W) tensor in [0, 1] at ``p``'s size.
+    """Upright PIL image -> ``(ready, raw)`` float (c, h, w) tensors in [0, 1].
 
     8-bit images are converted to ``L`` / ``RGB`` and resized (and cropped) in
     uint8 by PIL with the weights' interpolation, so memory is bounded by the
-    target size; 16-bit and float images keep their precision and are resized by
-    :meth:`Preprocessor.resize` after a finiteness check.
+    target size: ``ready`` is at ``p``'s size, ``raw`` is None. 16-bit and float
+    images keep their precision: ``raw`` is the full image (checked finite), to
+    be resized by :meth:`Preprocessor.resize`, and ``ready`` is None.
     """
     if img.mode in _HIGH_DEPTH or img.mode.startswith("I;16"):
         a = _pil_to_array(img)
@@ -175,7 +176,7 @@ def _pil_to_target(img, p, what):
         img = img.convert("L")
     elif img.mode != "RGB":
         img = img.convert("RGB")
-    (nh, nw), (top, left) = p.crop_size(img.height, img.width)
+    (nh, nw), (top, left) = p.resize_plan(img.height, img.width)
     if img.size != (nw, nh):
         img = img.resize((nw, nh), _resample(p.interpolation))
     th, tw = p.input_size
@@ -230,7 +231,7 @@ def _open_image(path):
 
 
 def _decode_file(path, p):
-    """An image file -> (c, H, W) float tensor in [0, 1] at ``p``'s target size.
+    """An image file -> ``(ready, raw)`` as :func:`_pil_to_target` returns them.
 
     JPEGs are decoded at a reduced DCT scale (:func:`_draft`), every file is
     turned upright per its EXIF orientation, and 8-bit images are resized in
@@ -484,7 +485,7 @@ class Preprocessor:
         if single:
             x = x[None]
         x = _match_channels(x, self.p.in_chans)
-        (nh, nw), (top, left) = self.p.crop_size(*x.shape[-2:])
+        (nh, nw), (top, left) = self.p.resize_plan(*x.shape[-2:])
         if tuple(x.shape[-2:]) != (nh, nw):
             mode = self.p.interpolation
             x = F.interpolate(

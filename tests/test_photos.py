@@ -129,7 +129,7 @@ def test_resize_crop_matches_torchvision_weights_transforms(photo, tmp_path, suf
     weights = ResNet50_Weights.IMAGENET1K_V2  # resize 232, crop 224: not 0.875
     t = weights.transforms()
     prep = _torchvision_preprocessing(weights).override(resize="crop")
-    assert prep.crop_size(480, 640)[0] == (232, 309)
+    assert prep.resize_plan(480, 640)[0] == (232, 309)
     path = tmp_path / f"photo{suffix}"
     photo.save(path)
     with Image.open(path) as im:
