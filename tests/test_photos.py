@@ -293,3 +293,22 @@ def test_decompression_bomb_names_the_file_and_the_fix(tmp_path, monkeypatch):
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)
     with pytest.raises(ValueError, match=r"bomb\.png.*MAX_IMAGE_PIXELS"):
         ext.transform([str(path)])
+
+
+def test_finetune_on_files_with_auto_workers(tmp_path, rng_images, monkeypatch):
+    from sktransfer import FineTunedClassifier
+
+    X, y = rng_images
+    paths = []
+    for i in range(40):
+        paths.append(str(tmp_path / f"{i}.png"))
+        Image.fromarray(X[i % len(X)]).save(paths[-1])
+    y = np.resize(y, 40)
+    monkeypatch.setattr(_images, "available_cores", lambda: 2)
+    clf = FineTunedClassifier(**TINY, max_epochs=1, random_state=0, resize="crop")
+    clf.fit(paths, y)
+    assert clf.preprocessing_.resize == "crop"
+    auto = clf.predict_proba(paths)  # decoded in one worker
+    np.testing.assert_array_equal(
+        auto, clf.set_params(num_workers=0).predict_proba(paths)
+    )
