@@ -1,10 +1,16 @@
 """Turning user images (arrays, PIL images, file paths) into normalized batches.
 
 Everything a user may call "images" becomes an :class:`ImageData`: an indexable,
-validated view that decodes lazily. :class:`Preprocessor` resizes, converts channels
-and normalizes per the backbone's :class:`~sktransfer._backbones.Preprocessing`, and
-:func:`iter_batches` streams batches so memory is bounded by the batch, never by the
-dataset.
+validated view that decodes lazily. :class:`Preprocessor` resizes (``"squash"`` or
+``"crop"``), converts channels and normalizes per the backbone's
+:class:`~sktransfer._backbones.Preprocessing`, and :func:`iter_batches` streams
+batches so memory is bounded by the batch, never by the dataset.
+
+Files and PIL images take the photo path (:meth:`Preprocessor.load`): JPEGs are
+decoded at a reduced DCT scale, every image is turned upright per its EXIF
+orientation, and 8-bit pixels are resized in uint8 by PIL before any float
+conversion, so memory per image is bounded by the target size. Arrays take the
+tensor path (float resize by torch), unchanged.
 """
 
 from __future__ import annotations
