@@ -8,9 +8,11 @@ batches so memory is bounded by the batch, never by the dataset.
 
 Files and PIL images take the photo path (:meth:`Preprocessor.load`): JPEGs are
 decoded at a reduced DCT scale, every image is turned upright per its EXIF
-orientation, and 8-bit pixels are resized in uint8 by PIL before any float
-conversion, so memory per image is bounded by the target size. Arrays take the
-tensor path (float resize by torch), unchanged.
+orientation, and 8-bit images larger than the target are resized in uint8 by PIL
+before any float conversion, so memory per image is bounded by the target size.
+Arrays, and images that are only upsampled, take the tensor path (float resize
+by torch), so a small image gives the same codes as a file, a PIL image or an
+array.
 """
 
 from __future__ import annotations
@@ -168,13 +170,18 @@ def _draft(img, p):
 def _pil_to_target(img, p, what):
     """Upright PIL image -> ``(ready, raw)`` float (c, h, w) tensors in [0, 1].
 
-    8-bit images are converted to ``L`` / ``RGB`` and resized (and cropped) in
-    uint8 by PIL with the weights' interpolation, so memory is bounded by the
-    target size: ``ready`` is at ``p``'s size, ``raw`` is None. 16-bit and float
-    images keep their precision: ``raw`` is the full image (checked finite), to
-    be resized by :meth:`Preprocessor.resize`, and ``ready`` is None.
+    An 8-bit image larger than its resize target is converted to ``L`` / ``RGB``
+    and resized (and cropped) in uint8 by PIL with the weights' interpolation,
+    so memory is bounded by the target size: ``ready`` is at ``p``'s size and
+    ``raw`` is None. 16-bit and float images (precision kept) and images no
+    larger than the target (only upsampled: their float copy is smaller than
+    the target's, and their codes equal those of the same pixels given as an
+    array) come back as ``raw``, the whole image checked finite, for
+    :meth:`Preprocessor.resize`; ``ready`` is then None.
     """
-    if img.mode in _HIGH_DEPTH or img.mode.startswith("I;16"):
+    (nh, nw), (top, left) = p.resize_plan(img.height, img.width)
+    high_depth = img.mode in _HIGH_DEPTH or img.mode.startswith("I;16")
+    if high_depth or (img.width <= nw and img.height <= nh):
         a = _pil_to_array(img)
         _check_finite(a, what)
         return None, _to_chw_tensor(a)
@@ -182,7 +189,6 @@ def _pil_to_target(img, p, what):
         img = img.convert("L")
     elif img.mode != "RGB":
         img = img.convert("RGB")
-    (nh, nw), (top, left) = p.resize_plan(img.height, img.width)
     if img.size != (nw, nh):
         img = img.resize((nw, nh), _resample(p.interpolation))
     th, tw = p.input_size
