@@ -139,6 +139,8 @@ class Preprocessing:
         th, tw = self.input_size
         if self.resize == "squash":
             return (th, tw), (0, 0)
+        # + 1e-6: torchvision's crop_pct is stored as crop / resize (224 / 232),
+        # which must give its resize size (232) back, not 231.99999.
         rh, rw = (math.floor(s / self.crop_pct + 1e-6) for s in (th, tw))
         if rh == rw:
             r = rh
