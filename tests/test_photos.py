@@ -48,6 +48,7 @@ def _cosine(a, b):
 
 
 # ------------------------------------------------------------------------ EXIF
+@pytest.mark.slow  # the shipped EfficientNet-Lite0 ImageNet weights (offline)
 def test_exif_orientation_gives_the_upright_photos_codes(photo, tmp_path):
     upright, sideways = tmp_path / "upright.jpg", tmp_path / "sideways.jpg"
     photo.save(upright, quality=95)
