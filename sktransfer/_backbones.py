@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import enum
+import math
 import os
 import threading
 from dataclasses import dataclass, field, replace
@@ -19,6 +20,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ._images import RESIZE_MODES
 from ._runtime import process_cache
 
 __all__ = [
@@ -48,6 +50,14 @@ class Preprocessing:
         Resampling used when resizing.
     in_chans : int
         Number of channels the network's first layer takes (1 or 3).
+    resize : {"squash", "crop"}
+        ``"squash"``: resize to ``input_size`` ignoring the aspect ratio.
+        ``"crop"``: resize so the image covers ``input_size / crop_pct`` keeping
+        its aspect ratio (the shorter side for square sizes), then take the
+        centre ``input_size`` (torchvision's ``Resize`` + ``CenterCrop``).
+    crop_pct : float
+        Fraction of the resized image kept by ``"crop"``: the weights' own value
+        (torchvision's ``crop_size / resize_size``, timm's ``crop_pct``).
     """
 
     input_size: tuple = (224, 224)
@@ -56,9 +66,21 @@ class Preprocessing:
     interpolation: str = "bilinear"
     in_chans: int = 3
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+    resize: str = "squash"
+    crop_pct: float = 0.875
 
-    def override(self, input_size=None, mean=None, std=None, interpolation=None):
-        """Return a copy with the user's explicit overrides applied."""
+    def override(
+        self, input_size=None, mean=None, std=None, interpolation=None, resize=None
+    ):
+        """Return a copy with the user's explicit overrides applied.
+
+        Raises
+        ------
+        ValueError
+            An override that would make silent garbage: a size below 1, a std
+            that is zero, negative or not finite, a mean that is not finite, an
+            unknown interpolation or resize mode.
+        """
         changes = {}
         if input_size is not None:
             if isinstance(input_size, int):
@@ -75,6 +97,18 @@ class Preprocessing:
                 value = tuple(float(v) for v in value)
                 if len(value) not in (1, 3):
                     raise ValueError(f"{name} must have 1 or 3 values, got {value!r}.")
+                if not all(math.isfinite(v) for v in value):
+                    raise ValueError(
+                        f"{name} must be finite, got {value!r}; pass the per-channel "
+                        f"{name} of pixels scaled to [0, 1], e.g. {name}="
+                        f"{IMAGENET_MEAN if name == 'mean' else IMAGENET_STD}."
+                    )
+                if name == "std" and min(value) <= 0:
+                    raise ValueError(
+                        f"std must be positive (pixels are divided by it), got "
+                        f"{value!r}; e.g. std={IMAGENET_STD}, or std=None for the "
+                        f"weights' own."
+                    )
                 changes[name] = value
         if interpolation is not None:
             if interpolation not in _INTERPOLATIONS:
@@ -83,7 +117,43 @@ class Preprocessing:
                     f"{interpolation!r}."
                 )
             changes["interpolation"] = interpolation
+        if resize is not None:
+            if resize not in RESIZE_MODES:
+                raise ValueError(
+                    f"resize must be one of {RESIZE_MODES}, got {resize!r}."
+                )
+            changes["resize"] = resize
         return replace(self, **changes)
+
+    def resize_plan(self, height, width):
+        """``(new_h, new_w), (top, left)``: how an image is resized, then cropped.
+
+        For ``resize="squash"`` the image is resized to ``input_size`` (no crop).
+        For ``"crop"`` it is resized to cover ``floor(input_size / crop_pct)``
+        keeping its aspect ratio (for a square size, exactly torchvision's
+        ``Resize(int)``: shorter side to that size, longer side truncated), then
+        the centre ``input_size`` is kept (torchvision's ``CenterCrop`` offsets).
+        """
+        th, tw = self.input_size
+        if self.resize == "squash":
+            return (th, tw), (0, 0)
+        # + 1e-6: torchvision's crop_pct is stored as crop / resize (224 / 232),
+        # which must give its resize size (232) back, not 231.99999.
+        rh, rw = (math.floor(s / self.crop_pct + 1e-6) for s in (th, tw))
+        if rh == rw:
+            r = rh
+            if width <= height:
+                new_w, new_h = r, int(r * height / width)
+            else:
+                new_h, new_w = r, int(r * width / height)
+        else:
+            scale = max(rh / height, rw / width)
+            new_h = max(rh, round(height * scale))
+            new_w = max(rw, round(width * scale))
+        new_h, new_w = max(new_h, th), max(new_w, tw)
+        top = int(round((new_h - th) / 2.0))
+        left = int(round((new_w - tw) / 2.0))
+        return (new_h, new_w), (top, left)
 
 
 # --------------------------------------------------------------------------- registry
@@ -286,6 +356,7 @@ def _timm_preprocessing(net):
         std=tuple(cfg.get("std", IMAGENET_STD)),
         interpolation=interp if interp in _INTERPOLATIONS else "bilinear",
         in_chans=int(size[0]),
+        crop_pct=float(cfg.get("crop_pct") or 0.875),
     )
 
 
@@ -328,17 +399,22 @@ def _build_torchvision(name, weights):
     net = torchvision.models.get_model(name, weights=tv_weights)
     if tv_weights is None:
         return net, Preprocessing()
+    return net, _torchvision_preprocessing(tv_weights)
+
+
+def _torchvision_preprocessing(tv_weights):
+    """The Preprocessing of a torchvision weights enum (no download needed)."""
     t = tv_weights.transforms()
     crop = getattr(t, "crop_size", [224])
     interp = getattr(getattr(t, "interpolation", None), "value", "bilinear")
-    prep = Preprocessing(
+    return Preprocessing(
         input_size=(crop[0], crop[-1]),
         mean=tuple(getattr(t, "mean", IMAGENET_MEAN)),
         std=tuple(getattr(t, "std", IMAGENET_STD)),
         interpolation=interp if interp in _INTERPOLATIONS else "bilinear",
         extra={"categories": tv_weights.meta.get("categories")},
+        crop_pct=crop[0] / getattr(t, "resize_size", crop)[0],
     )
-    return net, prep
 
 
 def _first_conv_in_chans(net):

@@ -31,7 +31,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import validate_data
 from torch import nn
 
-from ._images import check_images
+from ._images import RESIZE_MODES, check_images
 from ._runtime import ENGINES, PRECISIONS
 
 __all__ = ["_ImageEstimatorMixin"]
@@ -64,7 +64,11 @@ class _ImageEstimatorMixin:
         "device": [str, torch.device],
         "precision": [StrOptions(set(PRECISIONS))],
         "engine": [StrOptions(set(ENGINES))],
-        "num_workers": [Interval(Integral, 0, None, closed="left")],
+        "num_workers": [
+            Interval(Integral, 0, None, closed="left"),
+            StrOptions({"auto"}),
+        ],
+        "resize": [StrOptions(set(RESIZE_MODES))],
         "input_shape": [tuple, list, None],
         "pixel_range": [StrOptions({"auto"}), None],
         "verbose": ["verbose"],

@@ -179,8 +179,16 @@ class CNNFeatureExtractor(_ImageEstimatorMixin, TransformerMixin, BaseEstimator)
         the torch engine runs instead and a warning says why.
     normalize : bool, default=False
         L2-normalize each code (useful for cosine / prototype heads).
-    num_workers : int, default=0
+    num_workers : int or "auto", default="auto"
         DataLoader worker processes decoding image files / PIL images.
+        ``"auto"``: one per core beyond the first (at most 4) for 32 or more
+        files / PIL images when more than one core is available, else none;
+        arrays are always converted in this process.
+    resize : {"squash", "crop"}, default="squash"
+        ``"squash"``: resize to ``input_size`` ignoring the aspect ratio.
+        ``"crop"``: resize the shorter side to ``input_size / crop_pct`` (the
+        weights' own, e.g. 256 for 224), then keep the centre ``input_size``,
+        as torchvision's ``weights.transforms()`` do. See :ref:`inputs`.
     input_shape : tuple of int, default=None
         Shape of one image when ``X`` is a 2-D array of flattened images, e.g.
         ``(8, 8)`` for ``load_digits().data``; ``-1`` infers one axis. Such
@@ -259,7 +267,8 @@ class CNNFeatureExtractor(_ImageEstimatorMixin, TransformerMixin, BaseEstimator)
         precision="auto",
         engine="auto",
         normalize=False,
-        num_workers=0,
+        num_workers="auto",
+        resize="squash",
         input_shape=None,
         pixel_range="auto",
         cache=None,
@@ -278,6 +287,7 @@ class CNNFeatureExtractor(_ImageEstimatorMixin, TransformerMixin, BaseEstimator)
         self.engine = engine
         self.normalize = normalize
         self.num_workers = num_workers
+        self.resize = resize
         self.input_shape = input_shape
         self.pixel_range = pixel_range
         self.cache = cache
@@ -304,7 +314,7 @@ class CNNFeatureExtractor(_ImageEstimatorMixin, TransformerMixin, BaseEstimator)
         resolve_cache_dir(self.cache)  # type check now, not mid-transform
         net, prep = load_backbone(self.model, self.weights)
         self.preprocessing_ = prep.override(
-            input_size=self.input_size, mean=self.mean, std=self.std
+            input_size=self.input_size, mean=self.mean, std=self.std, resize=self.resize
         )
         self.layers_ = _resolve_layers(net, self.layer)
         self.backbone_ = net
@@ -535,6 +545,7 @@ class CNNFeatureExtractor(_ImageEstimatorMixin, TransformerMixin, BaseEstimator)
                 f"{self._digest()}; layers {self.layers_}; pooling {self.pooling}; "
                 f"input_size {tuple(p.input_size)}; mean {tuple(p.mean)}; "
                 f"std {tuple(p.std)}; interpolation {p.interpolation}; "
+                f"resize {p.resize} {p.crop_pct}; decode v2; "
                 f"in_chans {p.in_chans}; autocast {autocast}; "
                 f"width {self.n_features_out_}"
             )

@@ -27,7 +27,7 @@ from ._base import _ImageEstimatorMixin
 from ._cache import state_digest
 from ._engine import TorchEngine, build_engine, forward_halving
 from ._fit_callbacks import BestWeights, NaNGuard, PhaseSwitch, Schedule
-from ._images import Preprocessor, iter_batches
+from ._images import Preprocessor, iter_batches, resolve_num_workers
 from ._labels import check_no_missing_labels, check_sample_weight
 from ._runtime import resolve_device, resolve_engine, training_autocast
 from ._training import (
@@ -172,8 +172,15 @@ class FineTunedClassifier(_ImageEstimatorMixin, ClassifierMixin, BaseEstimator):
         that, on CUDA and in reduced precision. A fallback to torch (export
         failure, disagreement, onnxruntime missing) is announced by a warning.
         Every ``fit`` discards the engine of the previous model.
-    num_workers : int, default=0
-        DataLoader workers for training batches (augmentation, decoding).
+    num_workers : int or "auto", default="auto"
+        DataLoader workers decoding images for training and prediction.
+        ``"auto"``: workers only for files / PIL images that must be decoded
+        again each epoch (more than one core, 32 or more images), as in
+        :class:`CNNFeatureExtractor`; none when the training images fit in
+        memory or are arrays.
+    resize : {"squash", "crop"}, default="squash"
+        How images are brought to ``input_size``, as in
+        :class:`CNNFeatureExtractor`.
     input_shape : tuple of int, default=None
         Shape of one image when ``X`` is a 2-D array of flattened images.
     pixel_range : {"auto"} or None, default="auto"
@@ -317,7 +324,8 @@ class FineTunedClassifier(_ImageEstimatorMixin, ClassifierMixin, BaseEstimator):
         device="auto",
         precision="auto",
         engine="auto",
-        num_workers=0,
+        num_workers="auto",
+        resize="squash",
         input_shape=None,
         pixel_range="auto",
         callbacks=None,
@@ -353,6 +361,7 @@ class FineTunedClassifier(_ImageEstimatorMixin, ClassifierMixin, BaseEstimator):
         self.precision = precision
         self.engine = engine
         self.num_workers = num_workers
+        self.resize = resize
         self.input_shape = input_shape
         self.pixel_range = pixel_range
         self.callbacks = callbacks
@@ -362,7 +371,7 @@ class FineTunedClassifier(_ImageEstimatorMixin, ClassifierMixin, BaseEstimator):
     # ------------------------------------------------------------------ helpers
     def _build_module(self, n_classes):
         net, prep = load_backbone(self.model, self.weights)
-        prep = prep.override(input_size=self.input_size)
+        prep = prep.override(input_size=self.input_size, resize=self.resize)
         head_name = find_head(net)
         self._state_keys = list(net.state_dict())
         self._head_name = head_name
@@ -575,7 +584,9 @@ class FineTunedClassifier(_ImageEstimatorMixin, ClassifierMixin, BaseEstimator):
             iterator_train=make_loader,
             iterator_train__shuffle=True,
             iterator_train__seed=seed,
-            iterator_train__num_workers=self.num_workers,
+            iterator_train__num_workers=0
+            if full.cache is not None and self.num_workers == "auto"
+            else resolve_num_workers(self.num_workers, images),
             iterator_train__drop_last=drop_last,
             iterator_valid=make_loader,
             train_split=None if valid_ds is None else predefined_split(valid_ds),
@@ -624,7 +635,9 @@ class FineTunedClassifier(_ImageEstimatorMixin, ClassifierMixin, BaseEstimator):
         pre = Preprocessor(self.preprocessing_)
         outs = [
             forward_halving(run, batch)
-            for batch in iter_batches(images, pre, self.batch_size)
+            for batch in iter_batches(
+                images, pre, self.batch_size, num_workers=self.num_workers
+            )
         ]
         return torch.cat(outs) if outs else torch.empty(0, len(self.classes_))
 

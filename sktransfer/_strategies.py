@@ -101,7 +101,7 @@ class PixelFeatures(TransformerMixin, BaseEstimator):
         out = np.empty((len(images), self.n_features_out_), dtype=np.float32)
         for start in range(0, len(images), 256):
             idx = range(start, min(start + 256, len(images)))
-            out[start : idx.stop] = pre(images.get_batch(idx)).flatten(1).numpy()
+            out[start : idx.stop] = pre.load_batch(images, idx).flatten(1).numpy()
         return out
 
     def __sklearn_tags__(self):

@@ -303,11 +303,7 @@ class ImageDataset(torch.utils.data.Dataset):
             chunks = []
             for start in range(0, len(images), 256):
                 idx = range(start, min(start + 256, len(images)))
-                batch = images.get_batch(idx)
-                if isinstance(batch, list):
-                    chunks.append(torch.stack([pre.resize(t) for t in batch]))
-                else:
-                    chunks.append(pre.resize(batch))
+                chunks.append(pre.load_batch(images, idx))
             self.cache = torch.cat(chunks).contiguous()
         self.X = self.cache if self.cache is not None else images  # skorch's view
 
@@ -315,11 +311,7 @@ class ImageDataset(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, i):
-        x = (
-            self.cache[i]
-            if self.cache is not None
-            else self.pre.resize(self.images.get(i))
-        )
+        x = self.cache[i] if self.cache is not None else self.pre.load(self.images, i)
         if self.transform is not None:
             x = self.transform(x)
         x = self.pre.normalize(x[None])[0]
