@@ -24,6 +24,7 @@ from ._backbones import (
     strip_head,
 )
 from ._cache import CodeCache, image_digests, resolve_cache_dir, state_digest
+from ._doclink import DocLinkMixin
 from ._images import Preprocessor, check_images, iter_batches
 from ._runtime import process_cache, resolve_device, resolve_precision
 
@@ -182,7 +183,7 @@ def _traced(net, layers, input_size, eager):
         return None
 
 
-class CNNFeatureExtractor(TransformerMixin, BaseEstimator):
+class CNNFeatureExtractor(DocLinkMixin, TransformerMixin, BaseEstimator):
     """Turn images into CNN codes with a pretrained backbone.
 
     The transformer of the "CNN codes" recipe: drop the final classifier of a network

@@ -26,6 +26,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from ._doclink import DocLinkMixin
 from ._labels import check_no_missing_labels
 
 __all__ = ["CosineSoftmaxClassifier", "PrototypeClassifier"]
@@ -120,7 +121,7 @@ class _FewShotMixin:
         return tags
 
 
-class PrototypeClassifier(_FewShotMixin, ClassifierMixin, BaseEstimator):
+class PrototypeClassifier(DocLinkMixin, _FewShotMixin, ClassifierMixin, BaseEstimator):
     """Nearest-prototype classifier on feature vectors (few-shot, no training).
 
     Each class is summarized by one prototype: the mean of its L2-normalized
@@ -296,7 +297,9 @@ def _entropy(logp, weight):
     return (h * weight).sum() / weight.sum()
 
 
-class CosineSoftmaxClassifier(_FewShotMixin, ClassifierMixin, BaseEstimator):
+class CosineSoftmaxClassifier(
+    DocLinkMixin, _FewShotMixin, ClassifierMixin, BaseEstimator
+):
     """Prototype classifier fine-tuned on the support set (cosine softmax head).
 
     Logits are ``scale * cos(w_c, q) + b_c``: the rows ``w_c`` of ``W`` and the

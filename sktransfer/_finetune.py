@@ -25,6 +25,7 @@ from torch import nn
 
 from ._augment import make_augmentation
 from ._backbones import find_head, load_backbone, strip_head
+from ._doclink import DocLinkMixin
 from ._extractor import _is_feature_matrix
 from ._fit_callbacks import BestWeights, NaNGuard, PhaseSwitch, Schedule
 from ._images import Preprocessor, check_images, iter_batches
@@ -54,7 +55,7 @@ __all__ = ["FineTunedClassifier"]
 _TRACE_MIN_IMAGES = 256
 
 
-class FineTunedClassifier(ClassifierMixin, BaseEstimator):
+class FineTunedClassifier(DocLinkMixin, ClassifierMixin, BaseEstimator):
     """Fine-tune a pretrained CNN on your images: one sklearn classifier.
 
     ``fit`` loads clean pretrained weights, replaces the network's classifier by a
