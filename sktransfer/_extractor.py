@@ -593,7 +593,7 @@ class CNNFeatureExtractor(DocLinkMixin, TransformerMixin, BaseEstimator):
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self):
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # a copy: never strip the live object
         state.pop("_engine", None)
         if isinstance(self.model, str) and "backbone_" in state:
             # Unchanged pretrained weights are rebuilt from the spec on load.
