@@ -158,8 +158,10 @@ def _traced(net, layers, input_size, eager):
                     create_feature_extractor,
                 )
 
+                # on a copy: its train-mode trace bumps BatchNorm's
+                # num_batches_tracked in the module it is given
                 graph = create_feature_extractor(
-                    net, return_nodes={name: name for name in layers}
+                    copy.deepcopy(net), return_nodes={name: name for name in layers}
                 )
             first_conv = next(
                 (m for m in graph.modules() if isinstance(m, nn.Conv2d)), None

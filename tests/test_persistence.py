@@ -259,10 +259,12 @@ def test_version_mismatch_warns(tmp_path):
     assert loaded.predict(np.eye(4)).tolist() == [0, 0, 1, 1]
 
 
-def test_pretrained_weights_by_spec_and_digest_checked(tmp_path):
+@pytest.mark.parametrize("layer", [None, "blocks.4"])
+def test_pretrained_weights_by_spec_and_digest_checked(layer, tmp_path):
     """Named pretrained weights are not copied; the digest guards what is rebuilt."""
     X = np.random.default_rng(0).integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
-    ext = CNNFeatureExtractor(model="efficientnet_lite0", input_size=32).fit(X)
+    ext = CNNFeatureExtractor(model="efficientnet_lite0", input_size=32, layer=layer)
+    ext.fit(X)
     path = sktransfer.save(ext, tmp_path / "lite0.skt")
     assert path.stat().st_size < 100_000  # 4.6M weights are not in the file
     loaded = sktransfer.load(path)
@@ -274,7 +276,8 @@ def test_pretrained_weights_by_spec_and_digest_checked(tmp_path):
     _rewrite(path, "manifest.json", json.dumps(manifest).encode())
     with pytest.raises(ValueError, match="differ from the ones"):
         sktransfer.load(path)
-    assert sktransfer.load(path, check_weights=False).n_features_out_ == 1280
+    loaded = sktransfer.load(path, check_weights=False)
+    assert loaded.n_features_out_ == ext.n_features_out_
 
 
 def test_weights_file_is_stored_not_referenced(data, tmp_path):
@@ -321,3 +324,15 @@ def test_pickling_leaves_the_live_extractor_intact(data):
     net = ext.backbone_
     pickle.dumps(ext)
     assert ext.backbone_ is net  # __getstate__ used to strip the live object
+
+
+def test_fit_leaves_the_backbone_weights_as_loaded(data):
+    """Tracing a named layer must not touch the network's state (digest stable)."""
+    from sktransfer import load_backbone
+    from sktransfer._cache import state_digest
+
+    X, _ = data
+    ext = CNNFeatureExtractor(**TINY, layer="blocks.1").fit(X)
+    ext.transform(X)
+    fresh, _ = load_backbone(TINY["model"], None)
+    assert state_digest(ext.backbone_) == state_digest(fresh)
