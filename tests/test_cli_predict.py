@@ -334,3 +334,31 @@ def test_python_m_predict_bad_path_exit_2():
     assert res.stderr.count("\n") == 1 and "Traceback" not in res.stderr
     assert "does not exist" in res.stderr
     print(f"bad-path run: {time.perf_counter() - t:.2f} s")
+
+
+def test_html_repr_links_to_our_api_pages():
+    from sklearn.pipeline import make_pipeline
+    from sklearn.svm import SVC
+    from sklearn.utils import estimator_html_repr
+
+    from sktransfer import (
+        CNNFeatureExtractor,
+        CosineSoftmaxClassifier,
+        FineTunedClassifier,
+        PrototypeClassifier,
+    )
+
+    for cls in (
+        CNNFeatureExtractor,
+        FineTunedClassifier,
+        PrototypeClassifier,
+        CosineSoftmaxClassifier,
+    ):
+        link = cls()._get_doc_link()
+        assert link == (
+            "https://sktransfer.readthedocs.io/en/latest/generated/"
+            f"sktransfer.{cls.__name__}.html"
+        )
+    html = estimator_html_repr(make_pipeline(CNNFeatureExtractor(), SVC()))
+    assert "generated/sktransfer.CNNFeatureExtractor.html" in html
+    assert "scikit-learn.org" in html  # sklearn's own steps keep their links
