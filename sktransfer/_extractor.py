@@ -16,6 +16,7 @@ from torch import nn
 from ._backbones import _cache_key, find_head, load_backbone, model_display_name
 from ._base import _ImageEstimatorMixin
 from ._cache import CodeCache, image_digests, resolve_cache_dir, state_digest
+from ._doclink import DocLinkMixin
 from ._engine import build_engine, shared_engine
 from ._engine import forward_halving as _forward_halving
 from ._images import Preprocessor, iter_batches
@@ -112,7 +113,9 @@ class _Outputs(nn.Module):
         return torch.cat(feats, 1) if len(feats) > 1 else feats[0]
 
 
-class CNNFeatureExtractor(_ImageEstimatorMixin, TransformerMixin, BaseEstimator):
+class CNNFeatureExtractor(
+    DocLinkMixin, _ImageEstimatorMixin, TransformerMixin, BaseEstimator
+):
     """Turn images into CNN codes with a pretrained backbone.
 
     The transformer of the "CNN codes" recipe: drop the final classifier of a network
@@ -575,7 +578,7 @@ class CNNFeatureExtractor(_ImageEstimatorMixin, TransformerMixin, BaseEstimator)
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self):
-        state = super().__getstate__()
+        state = dict(super().__getstate__())  # a copy: never strip the live object
         # (engines and the device choice live in _derived(), which pickles empty)
         if isinstance(self.model, str) and "backbone_" in state:
             # Pretrained weights are rebuilt from the spec on load, and checked

@@ -25,6 +25,7 @@ from ._augment import make_augmentation
 from ._backbones import find_head, load_backbone, strip_head
 from ._base import _ImageEstimatorMixin
 from ._cache import state_digest
+from ._doclink import DocLinkMixin
 from ._engine import TorchEngine, build_engine, forward_halving
 from ._fit_callbacks import BestWeights, NaNGuard, PhaseSwitch, Schedule
 from ._images import Preprocessor, iter_batches, resolve_num_workers
@@ -54,7 +55,9 @@ __all__ = ["FineTunedClassifier"]
 _ENGINE_MIN_IMAGES = 256
 
 
-class FineTunedClassifier(_ImageEstimatorMixin, ClassifierMixin, BaseEstimator):
+class FineTunedClassifier(
+    DocLinkMixin, _ImageEstimatorMixin, ClassifierMixin, BaseEstimator
+):
     """Fine-tune a pretrained CNN on your images: one sklearn classifier.
 
     ``fit`` loads clean pretrained weights, replaces the network's classifier by a
