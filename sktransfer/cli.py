@@ -218,8 +218,8 @@ def cmd_info(args):
 
     from . import __version__
     from ._backbones import offline_backbones
-    from ._compare import available_strategies
     from ._runtime import cpu_has_fast_bf16, resolve_device, resolve_precision
+    from .model_selection import available_strategies
 
     device = resolve_device("auto")
     autocast = resolve_precision("auto", device)
@@ -248,8 +248,8 @@ def cmd_info(args):
     for k, v in lines:
         print(f"{k:<{width}}  {v}")
     print("strategies:")
-    for name, (ok, reason) in available_strategies().items():
-        print(f"  {name:<15} {'available' if ok else 'unavailable: ' + reason}")
+    for name, strategy in available_strategies().items():
+        print(f"  {name:<15} {strategy.description}")
     return 0
 
 
