@@ -167,6 +167,7 @@ def compare_strategies(
         device=device,
         precision=precision,
     )
+    runtime = _resolve_runtime(ctx)  # a bad device / precision fails here, early
     inputs = _SharedInputs(Xi, images, ctx, verbose)
     _log(
         verbose,
@@ -193,7 +194,7 @@ def compare_strategies(
             _cross_validate(strat, ctx, inputs, y, splits, scoring, n_jobs, verbose)
         )
 
-    info = _run_info(ctx, inputs, splits, scoring, strategies, names, runs)
+    info = _run_info(ctx, runtime, inputs, splits, scoring, strategies, names, runs)
     report = StrategyReport([run.row for run in runs], info)
     if refit and report.best_name_ is not None:
         _log(verbose, f"refitting {report.best_name_} on all {len(y)} images ...")
@@ -322,6 +323,10 @@ class _SharedInputs:
             verbose=int(self.verbose >= 2),
         )
 
+    def transformers(self):
+        """The fitted transformers (extractors, pixel features) of this run."""
+        return [transformer for transformer, _, _ in self._store.values()]
+
     def extractions(self):
         """``{layer text: seconds}`` of the codes extracted."""
         return {_key_name(k): v[2] for k, v in self._store.items() if k[0] == "codes"}
@@ -346,8 +351,9 @@ class _Run:
     estimator_params: dict = field(default_factory=dict)
 
     @classmethod
-    def not_run(cls, strat, status, layer=None):
-        return cls(_row(strat, status, layer), kind=strat.kind)
+    def not_run(cls, strat, status):
+        """A strategy skipped or failed: a report row without scores."""
+        return cls(_row(strat, status), kind=strat.kind)
 
     def refit(self, y):
         """The winner as one estimator taking images, fitted without re-extracting."""
@@ -422,10 +428,16 @@ def _cross_validate(strat, ctx, inputs, y, splits, scoring, n_jobs, verbose):
     )
 
 
-def _run_info(ctx, inputs, splits, scoring, strategies, names, runs):
-    """The report's metadata: data, backbone, runtime, versions, seeds."""
+def _resolve_runtime(ctx):
+    """``{"device": ..., "precision": ...}`` the networks will run in."""
     device = resolve_device(ctx.device)
     autocast = resolve_precision(ctx.precision, device)
+    precision = "fp32" if autocast is None else str(autocast).split(".")[-1]
+    return {"device": str(device), "precision": precision}
+
+
+def _run_info(ctx, runtime, inputs, splits, scoring, strategies, names, runs):
+    """The report's metadata: data, backbone, runtime, versions, seeds."""
     engines = {
         run.estimator_params["engine"]
         for run in runs
@@ -433,7 +445,7 @@ def _run_info(ctx, inputs, splits, scoring, strategies, names, runs):
     }
     engines |= {
         t.get_params()["engine"]
-        for t, _, _ in inputs._store.values()
+        for t in inputs.transformers()
         if "engine" in t.get_params()
     }
     automatic = isinstance(strategies, str) and strategies.strip() in ("auto", "all")
@@ -448,8 +460,7 @@ def _run_info(ctx, inputs, splits, scoring, strategies, names, runs):
         else str(ctx.weights),
         "input_size": inputs.input_size_text(),
         "strategies": strategies.strip() if automatic else ",".join(names),
-        "device": str(device),
-        "precision": "fp32" if autocast is None else str(autocast).split(".")[-1],
+        **runtime,
         "engine": ",".join(sorted(map(str, engines))) if engines else None,
         "random_state": ctx.random_state,
         "seeds": {"folds": ctx.random_state, "estimators": ctx.random_state},

@@ -273,3 +273,21 @@ def test_lite2_classifies_coffee():
         logits = net(x)
     assert logits.shape == (1, 1000)
     assert int(logits.argmax()) == 967  # ImageNet "espresso"
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({"precision": "int4"}, "precision must be"),
+        ({"device": "tpu"}, "device must be"),
+    ],
+)
+def test_bad_runtime_fails_before_any_strategy(sample, kw, match, monkeypatch):
+    calls = []
+    monkeypatch.setattr(
+        CNNFeatureExtractor, "fit", lambda self, X, y=None: calls.append(X)
+    )
+    X, y = sample
+    with pytest.raises(ValueError, match=match):
+        compare_strategies(X, y, strategies="codes_logreg", cv=2, **TINY_KW, **kw)
+    assert calls == []
