@@ -26,6 +26,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, make_pipeline
 from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
 
 from sktransfer import CNNFeatureExtractor
 from sktransfer.datasets import load_fashion_mnist_sample
@@ -71,23 +72,27 @@ print(
     f"{time.perf_counter() - start:.0f} s"
 )
 
+# One BLAS thread for these small heads: after torch has run, multithreaded BLAS
+# competes with torch's idle OpenMP threads and a LogisticRegression fit on a
+# 2-core machine took 20x longer (compare_strategies does the same).
 shots = [5, 10, 20, 50]
 rng = np.random.default_rng(0)
 scores = {v: np.zeros((len(shots), 5)) for v in views}
-for i, k in enumerate(shots):
-    for rep in range(5):
-        idx = np.concatenate(
-            [
-                rng.choice(np.flatnonzero(y_train == c), k, replace=False)
-                for c in range(10)
-            ]
-        )
-        for view, cols in views.items():
-            head = make_pipeline(
-                StandardScaler(), LogisticRegression(C=0.05, max_iter=500)
+with threadpool_limits(1, user_api="blas"):
+    for i, k in enumerate(shots):
+        for rep in range(5):
+            idx = np.concatenate(
+                [
+                    rng.choice(np.flatnonzero(y_train == c), k, replace=False)
+                    for c in range(10)
+                ]
             )
-            head.fit(Z_train[idx][:, cols], y_train[idx])
-            scores[view][i, rep] = head.score(Z_test[:, cols], y_test)
+            for view, cols in views.items():
+                head = make_pipeline(
+                    StandardScaler(), LogisticRegression(C=0.05, max_iter=500)
+                )
+                head.fit(Z_train[idx][:, cols], y_train[idx])
+                scores[view][i, rep] = head.score(Z_test[:, cols], y_test)
 
 fig, ax = plt.subplots(figsize=(7, 4))
 for j, (view, s) in enumerate(scores.items()):
