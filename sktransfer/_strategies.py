@@ -121,7 +121,7 @@ class PixelFeatures(TransformerMixin, BaseEstimator):
 class StrategyContext:
     """What a strategy's factory may know about the run: the backbone and the data.
 
-    One per :func:`~sktransfer.model_selection.compare_strategies` call, shared
+    One per :func:`~sktransfer.compare_strategies` call, shared
     by every strategy; frozen, so no factory can change what the next one sees.
 
     Attributes
