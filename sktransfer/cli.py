@@ -212,21 +212,13 @@ def cmd_compare(args):
 
     import numpy as np
 
-    from ._compare import STRATEGIES, compare_strategies
+    from .model_selection import compare_strategies, parse_strategies
 
     _check_n_jobs(args.n_jobs)
-    strategies = "auto"
-    if args.strategies:
-        strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-        if strategies in (["auto"], ["all"]):
-            strategies = strategies[0]
-        else:
-            unknown = [s for s in strategies if s not in STRATEGIES]
-            if unknown:
-                raise UsageError(
-                    f"unknown strategy {', '.join(unknown)}; choose from "
-                    f"{', '.join(STRATEGIES)} (or auto, all)."
-                )
+    try:
+        strategies = parse_strategies(args.strategies or "auto")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     save = Path(args.save) if args.save else None
     if save is not None and not save.parent.is_dir():
         raise UsageError(
@@ -478,13 +470,13 @@ def cmd_info(args):
 
     from . import __version__
     from ._backbones import offline_backbones
-    from ._compare import available_strategies
     from ._runtime import (
         cpu_has_fast_bf16,
         resolve_device,
         resolve_engine,
         resolve_precision,
     )
+    from .model_selection import available_strategies
 
     device = resolve_device("auto")
     autocast = resolve_precision("auto", device)
@@ -510,8 +502,8 @@ def cmd_info(args):
     for k, v in lines:
         print(f"{k:<{width}}  {v}")
     print("strategies:")
-    for name, (ok, reason) in available_strategies().items():
-        print(f"  {name:<15} {'available' if ok else 'unavailable: ' + reason}")
+    for name, strategy in available_strategies().items():
+        print(f"  {name:<15} {strategy.description}")
     return 0
 
 
