@@ -11,7 +11,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import STRATEGY_CTX, TINY
 from sklearn.base import clone
 
 import sktransfer
@@ -36,7 +36,6 @@ from sktransfer._compare import (
 )
 from sktransfer._training import resolve_trainable
 
-TINY_KW = {"model": TINY["model"], "weights": None, "input_size": TINY["input_size"]}
 FINETUNE = ["finetune_head", "finetune_top2", "finetune_all", "scratch"]
 
 
@@ -86,7 +85,7 @@ def counted_run(data):
     try:
         X, y = data
         report = compare_strategies(
-            X, y, strategies="all", cv=3, random_state=0, verbose=0, **TINY_KW
+            X, y, strategies="all", cv=3, random_state=0, verbose=0, **TINY
         )
     finally:
         mp.undo()
@@ -115,19 +114,9 @@ def test_all_kinds_run(counted_run, data):
     assert set(report.best_estimator_.predict(X[:5])) <= {"cat", "dog"}
 
 
-CTX = {
-    "model": TINY["model"],
-    "weights": None,
-    "input_size": 24,
-    "random_state": 3,
-    "n_samples": 10,
-    "n_classes": 2,
-}
-
-
 @pytest.mark.parametrize("name", FINETUNE)
 def test_finetune_factories_fit_the_real_class(name):
-    est = STRATEGIES[name].factory(CTX)
+    est = STRATEGIES[name].factory(STRATEGY_CTX)
     assert type(est) is FineTunedClassifier
     est._validate_params()  # every value is one the class accepts
     assert clone(est).get_params() == est.get_params()
@@ -159,7 +148,7 @@ def test_finetune_uses_small_images_on_cpu(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     assert finetune_input_size(None) == 96
     assert finetune_input_size(40) == 40
-    ctx = dict(CTX, weights="imagenet", input_size=None)
+    ctx = dict(STRATEGY_CTX, weights="imagenet", input_size=None)
     assert STRATEGIES["finetune_all"].factory(ctx).input_size == 96
     assert STRATEGIES["finetune_all"].factory(ctx).weights == "imagenet"
     assert STRATEGIES["scratch"].factory(ctx).weights is None
@@ -168,8 +157,8 @@ def test_finetune_uses_small_images_on_cpu(monkeypatch):
 
 
 def test_fewshot_factories_fit_the_real_classes():
-    proto = STRATEGIES["prototype"].factory(CTX)
-    cos = STRATEGIES["cosine_softmax"].factory(CTX)
+    proto = STRATEGIES["prototype"].factory(STRATEGY_CTX)
+    cos = STRATEGIES["cosine_softmax"].factory(STRATEGY_CTX)
     assert type(proto) is PrototypeClassifier
     assert type(cos) is CosineSoftmaxClassifier
     for est in (proto, cos):
@@ -231,7 +220,7 @@ def test_unavailable_strategy_is_reported(data, monkeypatch):
         cv=2,
         verbose=0,
         refit=False,
-        **TINY_KW,
+        **TINY,
     )
     rows = {r["strategy"]: r for r in report.results_}
     assert rows["pixels_logreg"]["status"] == "ok"
@@ -251,7 +240,7 @@ def test_time_budget_skips_finetuning(data):
         cv=2,
         time_budget=0,
         verbose=0,
-        **TINY_KW,
+        **TINY,
     )
     status = {r["strategy"]: r["status"] for r in report.results_}
     assert status["pixels_logreg"] == "ok"
