@@ -42,6 +42,18 @@ STRATEGY_CTX = {
 CLI_TINY = ["--model", TINY_MODEL, "--weights", "none", "--input-size", "32"]
 
 
+def save_pngs(images, folder):
+    """Write each image array as ``folder/<i>.png``; returns the paths as str."""
+    from PIL import Image
+
+    paths = []
+    for i, a in enumerate(images):
+        path = folder / f"{i}.png"
+        Image.fromarray(a).save(path)
+        paths.append(str(path))
+    return paths
+
+
 def state_of(module):
     """A detached copy of ``module.state_dict()``."""
     return {k: v.detach().clone() for k, v in module.state_dict().items()}

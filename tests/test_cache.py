@@ -8,7 +8,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, save_pngs
 from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, KFold
@@ -136,11 +136,7 @@ def test_normalize_shares_entries(rng_images, tmp_path, count_forward):
 
 def test_file_paths_keyed_by_content(rng_images, tmp_path, count_forward):
     X = rng_images[0][:4]
-    paths = []
-    for i, a in enumerate(X):
-        p = tmp_path / f"{i}.png"
-        Image.fromarray(a).save(p)
-        paths.append(str(p))
+    paths = save_pngs(X, tmp_path)
     ext = CNNFeatureExtractor(**TINY, cache=tmp_path / "c").fit(paths)
     ref = ext.transform(paths)
     # a copy under another name hits; a changed file misses

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, TinyNet
+from conftest import TINY, TinyNet, save_pngs
 from PIL import Image
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
@@ -71,11 +71,7 @@ def test_16bit_pil_and_palette(fitted, rng_images):
 
 def test_file_paths_and_mixed_sizes(fitted, rng_images, tmp_path):
     X = rng_images[0][:6]
-    paths = []
-    for i, a in enumerate(X):
-        p = tmp_path / f"{i}.png"
-        Image.fromarray(a).save(p)
-        paths.append(str(p))
+    paths = save_pngs(X, tmp_path)
     ref = fitted.transform(X)
     np.testing.assert_allclose(fitted.transform(paths), ref, atol=1e-5)
     np.testing.assert_allclose(

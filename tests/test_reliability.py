@@ -433,18 +433,12 @@ def _cli_folder(tmp_path_factory):
             Image.fromarray(np.full((12, 12), 40 * i, np.uint8)).save(
                 root / cls / f"{i}.png"
             )
-    (root / "empty").mkdir()
     return root
 
 
 _CLI_TINY = [*CLI_TINY, "-q"]
+# Missing / empty / unreadable folders and unknown strategies: test_cli.py's table.
 BAD_CLI = {
-    "missing folder": (["compare", "/no/such/folder", *_CLI_TINY], "no/such"),
-    "empty folder": (["compare", "{root}/empty", *_CLI_TINY], "empty|no image|class"),
-    "unknown strategy": (
-        ["compare", "{root}", *_CLI_TINY, "--strategies", "nope", "--cv", "2"],
-        "nope",
-    ),
     "unknown model": (
         ["extract", "{root}", "--model", "nonet", "--weights", "none", "-o", "x.npz"],
         "nonet",
