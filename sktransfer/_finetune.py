@@ -16,7 +16,6 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
-    _check_sample_weight,
     check_is_fitted,
     column_or_1d,
     validate_data,
@@ -28,7 +27,7 @@ from ._backbones import find_head, load_backbone, strip_head
 from ._extractor import _is_feature_matrix
 from ._fit_callbacks import BestWeights, NaNGuard, PhaseSwitch, Schedule
 from ._images import Preprocessor, check_images, iter_batches
-from ._labels import check_no_missing_labels
+from ._labels import check_no_missing_labels, check_sample_weight
 from ._runtime import resolve_device, training_autocast
 from ._training import (
     FineTuneModule,
@@ -388,17 +387,40 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         return FineTuneModule(net, head, self.dropout, self.bn), prep, drop_sites
 
     def _split(self, y, seed):
+        """Train / validation indices; every class keeps a training image."""
         idx = np.arange(len(y))
         if not self.early_stopping:
             return idx, None
         try:
-            return train_test_split(
+            train, valid = train_test_split(
                 idx, test_size=self.validation_fraction, stratify=y, random_state=seed
             )
         except ValueError:  # a class too small to stratify: plain random split
-            return train_test_split(
+            train, valid = train_test_split(
                 idx, test_size=self.validation_fraction, random_state=seed
             )
+        # A class whose images all went to validation would never be trained on:
+        # give one of them back.
+        lost = np.setdiff1d(np.unique(y), y[train])
+        if len(lost):
+            back = np.array([valid[y[valid] == k][0] for k in lost])
+            train = np.sort(np.concatenate([train, back]))
+            valid = np.setdiff1d(valid, back)
+            warnings.warn(
+                f"early_stopping: {len(lost)} class(es) have too few images to be "
+                f"both trained on and validated (e.g. {self.classes_[lost[:3]]}); "
+                f"they are kept for training only, so the validation score does "
+                f"not cover them. Add images or use early_stopping=False.",
+                UserWarning,
+                stacklevel=5,  # _split < _fit < fit < _fit_context < caller
+            )
+        if len(valid) == 0:
+            raise ValueError(
+                f"early_stopping=True needs a validation set, but {len(y)} images "
+                f"leave none once every class keeps a training image. Use more "
+                f"images, a larger validation_fraction, or early_stopping=False."
+            )
+        return train, valid
 
     # ------------------------------------------------------------------ fitting
     @_fit_context(prefer_skip_nested_validation=True)
@@ -446,7 +468,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
                 f"enough, a classifier needs at least 2."
             )
         y_enc = encoder.transform(y).astype(np.int64)
-        weight = _check_sample_weight(sample_weight, np.empty((len(y), 1)))
+        weight = check_sample_weight(sample_weight, np.empty((len(y), 1)))
         if self.class_weight is not None:
             weight = weight * compute_sample_weight(self.class_weight, y)
         weight = weight.astype(np.float32)
