@@ -144,13 +144,6 @@ def test_transform_before_fit():
         CNNFeatureExtractor(**TINY).transform(np.zeros((1, 8, 8), np.uint8))
 
 
-def test_corrupt_weights_file(tmp_path):
-    path = tmp_path / "corrupt.pt"
-    path.write_bytes(b"\x00\x01garbage")
-    with pytest.raises(ValueError, match="could not be loaded safely"):
-        CNNFeatureExtractor(**{**TINY, "weights": str(path)}).fit(np.zeros((1, 8, 8)))
-
-
 def test_no_raw_runtime_error_from_a_too_small_network_input():
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 2, 7), torch.nn.Flatten())
     with pytest.raises(ValueError, match="larger input_size"):
