@@ -10,7 +10,7 @@ import json
 
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import STRATEGY_CTX, TINY
 from sklearn.base import clone
 
 from sktransfer import (
@@ -33,7 +33,6 @@ from sktransfer.model_selection import (
     top_blocks,
 )
 
-TINY_KW = {"model": TINY["model"], "weights": None, "input_size": TINY["input_size"]}
 FINETUNE = ["finetune_head", "finetune_top2", "finetune_all", "scratch"]
 
 
@@ -83,7 +82,7 @@ def counted_run(data):
     try:
         X, y = data
         report = compare_strategies(
-            X, y, strategies="all", cv=3, random_state=0, verbose=0, **TINY_KW
+            X, y, strategies="all", cv=3, random_state=0, verbose=0, **TINY
         )
     finally:
         mp.undo()
@@ -112,14 +111,7 @@ def test_all_kinds_run(counted_run, data):
     assert set(report.best_estimator_.predict(X[:5])) <= {"cat", "dog"}
 
 
-CTX = StrategyContext(
-    model=TINY["model"],
-    weights=None,
-    input_size=24,
-    random_state=3,
-    n_samples=10,
-    n_classes=2,
-)
+CTX = StrategyContext(**STRATEGY_CTX)
 
 
 @pytest.mark.parametrize("name", FINETUNE)
@@ -214,7 +206,7 @@ def test_time_budget_skips_finetuning(data):
         cv=2,
         time_budget=0,
         verbose=0,
-        **TINY_KW,
+        **TINY,
     )
     status = {r["strategy"]: r["status"] for r in report.results_}
     assert status["pixels_logreg"] == "ok"
