@@ -11,7 +11,8 @@ front page (``docs/gallery_conventions.rst``):
   sets (a numeric literal of the script: ``max_epochs=3``, ``[:20]``), a fixed
   fact listed in ``FACTS`` below, or text inside inline code (````lr=1e-2````)
   or a role (``:ref:`...```, ``:math:`...```). Decimal numbers and percentages
-  are results unless the code sets them. Worded magnitudes ("seven points",
+  are results unless the code sets them (a percentage: as a fraction, so
+  "10%" needs a ``0.1`` in the code). Worded magnitudes ("seven points",
   "twice as much", "ten times faster") are results too.
 
 The rST pages (``docs/**/*.rst``) hold no measured speed or memory figure:
@@ -107,7 +108,7 @@ def stray_numbers(text, allowed):
     for m in NUMBER.finditer(text):
         whole, frac, percent = m.groups()
         value = float(whole.replace(",", "") + (frac or ""))
-        if percent or value not in allowed:
+        if (value / 100 if percent else value) not in allowed:
             bad.append(m.group(0).strip())
     return bad
 

@@ -203,16 +203,15 @@ for s in list(SETTINGS)[1:]:
 # the test accuracy moves by about as much as the seed does. A claim either way
 # would need many more seeds or folds.
 #
-# Why little is to be expected here: the trained part is small (the head and
-# the last four stages, with three blocks that can drop, with probabilities of
-# at most 0.2), and the gap comes from ten images per class not covering what a class looks like,
-# which noise inside the network does not supply. Dropout and stochastic depth
-# were designed for large networks trained for many epochs -- stochastic depth
-# for residual networks of a hundred layers and more -- where they trade a
-# little training fit for a smaller gap. Treat them as hyper-parameters and
-# measure, e.g. ``GridSearchCV(clf, {"dropout": [0, 0.2, 0.5], "drop_path": [0,
-# 0.1, 0.2]})`` with several folds; :ref:`data augmentation
-# <sphx_glr_auto_examples_plot_augmentation.py>` is a regularizer that adds
+# Why little is to be expected here: the trained part is small (the head and the last
+# four stages, with three blocks that can drop, with probabilities of at most 0.2), and
+# the gap comes from ten images per class not covering what a class looks like, which
+# noise inside the network does not supply. Dropout and stochastic depth were designed
+# for large networks trained for many epochs -- stochastic depth for residual networks
+# of a hundred layers and more -- where they trade a little training fit for a smaller
+# gap. Treat them as hyper-parameters and measure, e.g. ``GridSearchCV(clf, {"dropout":
+# [0, 0.2, 0.5], "drop_path": [0, 0.1, 0.2]})`` with several folds; :ref:`data
+# augmentation <sphx_glr_auto_examples_plot_augmentation.py>` is a regularizer that adds
 # label-preserving variation of the data instead.
 #
 # Note the table at the top: ``drop_path`` only acts on *trained* blocks *with a
