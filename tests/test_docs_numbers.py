@@ -38,6 +38,7 @@ FACTS = {
     8: "scikit-learn's digits are 8x8",
     10: "Fashion-MNIST and the digits have 10 classes",
     1280: "the width of EfficientNet-Lite0's penultimate codes",
+    0.95: "the default confidence level of summarize_scores (95%)",
 }
 
 # Examples owned by another branch whose prose is being rewritten there; each
@@ -103,6 +104,7 @@ def code_numbers(path):
 def stray_numbers(text, allowed):
     """Numbers and worded magnitudes in ``text`` that are not allowed."""
     text = MASKED.sub(" ", text)
+    text = re.sub(r"(?m)^\s*\d+\.\s", " ", text)  # enumerated-list markers
     text = re.sub(r"(\d)x(\d)", r"\1 x \2", text)  # 28x28
     bad = [m.group(0) for m in WORDED.finditer(text)]
     for m in NUMBER.finditer(text):
