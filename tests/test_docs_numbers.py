@@ -105,7 +105,7 @@ def stray_numbers(text, allowed):
     """Numbers and worded magnitudes in ``text`` that are not allowed."""
     text = MASKED.sub(" ", text)
     text = re.sub(r"(?m)^\s*\d+\.\s", " ", text)  # enumerated-list markers
-    text = re.sub(r"(\d)x(\d)", r"\1 x \2", text)  # 28x28
+    text = re.sub(r"(\d)x(?=\d)", r"\1 x ", text)  # 28x28, 64x4x4
     bad = [m.group(0) for m in WORDED.finditer(text)]
     for m in NUMBER.finditer(text):
         whole, frac, percent = m.groups()
