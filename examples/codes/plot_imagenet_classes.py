@@ -10,7 +10,7 @@ ImageNet logits as features. Here, EfficientNet-Lite0's ImageNet weights (shippe
 offline) on scikit-image's bundled photos.
 
 When your classes are *not* ImageNet's, replace the last layer: keep the
-penultimate codes (:ref:`sphx_glr_auto_examples_plot_cnn_codes_heads.py`) or
+penultimate codes (:ref:`sphx_glr_auto_examples_codes_plot_cnn_codes_heads.py`) or
 fine-tune a new head of your class count.
 """
 
