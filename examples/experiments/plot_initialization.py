@@ -3,9 +3,10 @@ Initialization: Xavier vs Gaussian vs constant
 ==============================================
 
 The source articles (:ref:`techniques`) report an experiment: a small
-multilayer perceptron learns to separate **two 12-dimensional Gaussians with the same covariance whose means
-are 1 apart in every dimension** (400 samples to train, 100 to test), and
-the only thing that changes is how the weights start:
+multilayer perceptron learns to separate **two 12-dimensional Gaussians with
+the same covariance whose means are 1 apart in every dimension** (400 samples
+to train, 100 to test), and the only thing that changes is how the weights
+start:
 
 * Xavier / Glorot uniform (scaled to each layer's fan-in and fan-out);
 * a Gaussian with a small standard deviation (0.1);

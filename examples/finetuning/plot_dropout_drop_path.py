@@ -211,8 +211,8 @@ for s in list(SETTINGS)[1:]:
 # of a hundred layers and more -- where they trade a little training fit for a smaller
 # gap. Treat them as hyper-parameters and measure, e.g. ``GridSearchCV(clf, {"dropout":
 # [0, 0.2, 0.5], "drop_path": [0, 0.1, 0.2]})`` with several folds; :ref:`data
-# augmentation <sphx_glr_auto_examples_finetuning_plot_augmentation.py>` is a regularizer that adds
-# label-preserving variation of the data instead.
+# augmentation <sphx_glr_auto_examples_finetuning_plot_augmentation.py>`
+# is a regularizer that adds label-preserving variation of the data instead.
 #
 # Note the table at the top: ``drop_path`` only acts on *trained* blocks *with a
 # shortcut*. With ``train_layers=3`` on EfficientNet-Lite0 (``blocks.6``,
