@@ -87,10 +87,10 @@ plt.show()
 pixels = scores["pixels + LogisticRegression"]
 codes = {k: v for k, v in scores.items() if k.startswith("codes")}
 best = max(codes, key=codes.get)
+verdict = "beat" if codes[best] > pixels else "do not beat"
 print(
-    f"best head on the codes: {best} ({codes[best]:.3f}); pixels "
-    f"{pixels:.3f}: the codes {'beat' if codes[best] > pixels else 'do not beat'}"
-    f" the pixels by {codes[best] - pixels:+.3f}"
+    f"best head on the codes: {best} ({codes[best]:.3f}); pixels {pixels:.3f}: "
+    f"the codes {verdict} the pixels ({codes[best] - pixels:+.3f})"
 )
 print(
     "heads on the codes, best to worst: "
