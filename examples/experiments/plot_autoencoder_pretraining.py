@@ -108,7 +108,13 @@ plt.show()
 # of averaging it.
 def codes(net):
     ext = CNNFeatureExtractor(
-        model=net, weights=None, input_size=28, mean=[0.5], std=[0.5], pooling=None
+        model=net,
+        weights=None,
+        input_size=28,
+        mean=[0.5],
+        std=[0.5],
+        pooling=None,
+        precision="fp32",  # a technique, not a speed test: the same on every CPU
     ).fit(X_train[:1])
     return ext.transform(X_train), ext.transform(X_test)
 
