@@ -310,12 +310,12 @@ def span(first, second, sizes):
 def compare(first, second, sizes, what):
     low, high = span(first, second, sizes)
     if high < -2 * se:
-        word = "below"
+        verdict = "clearly below at every size measured"
     elif low > 2 * se:
-        word = "above"
+        verdict = "clearly above at every size measured"
     else:
-        word = "within the noise of, or mixed against,"
-    print(f"{what}: {low:+.3f} to {high:+.3f}, {word} at every size measured")
+        verdict = "not clearly different at some size (within two standard errors)"
+    print(f"{what}: {low:+.3f} to {high:+.3f}, {verdict}")
 
 
 compare(b, a, SIZES, "(b) earlier layer + SVM vs (a) penultimate codes")
