@@ -277,9 +277,11 @@ print(
 # version of each shoe, is shown as often with the label "toe left" as with "toe right"
 # when flips are on, so the best the network can do is to answer "either, equally
 # likely": the histogram shows the predicted probabilities piling up around 0.5, where
-# tiny differences decide on which side a prediction falls, and the accuracy lands near
-# chance (the dashed line). Without flips the probabilities sit near 0 and 1 and the
-# orientation is learned.
+# tiny differences decide on which side a prediction falls, so the accuracy is
+# left to those offsets and can land a little above or, as systematically as
+# they are, below chance (the dashed line): either way nothing about the
+# orientation was learned. Without flips the probabilities sit near 0 and 1 and
+# the orientation is learned.
 #
 # The rule: use a flip only when the mirror image of an example belongs to the
 # same class. For digits, letters, text and anything where left and right carry
