@@ -5,7 +5,6 @@ grayscale images (``input_shape=(1, -1)``) and ``pixel_range=None`` (the checks 
 standardized, negative values, which are not pixels).
 """
 
-import pytest
 from conftest import FLAT
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -43,33 +42,6 @@ EXPECTED_FAILED = {
         ),
     },
 }
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _poor_score_on_feature_rows():
-    """FineTunedClassifier on feature rows read as 1 x d images is poor_score.
-
-    sklearn's poor_score tag drops two accuracy assertions (> 0.83 training
-    accuracy on blobs in check_classifiers_train, > 87% in the up-weighted class
-    in check_class_weight_classifiers) that one epoch of a random tiny CNN on
-    2-3 "pixels" does not reach (3 epochs at lr=0.01 do, at ~3x the run time);
-    the rest of both checks runs. Learning and class weights are tested on
-    images in test_finetune.py (held-out accuracy, class_weight ==
-    sample_weight). The tag belongs in FineTunedClassifier.__sklearn_tags__
-    (when input_shape is set); until it is there, this fixture sets it.
-    """
-    real = FineTunedClassifier.__sklearn_tags__
-
-    def tags(self):
-        tags = real(self)
-        if self.input_shape is not None:
-            tags.classifier_tags.poor_score = True
-        return tags
-
-    mp = pytest.MonkeyPatch()
-    mp.setattr(FineTunedClassifier, "__sklearn_tags__", tags)
-    yield
-    mp.undo()
 
 
 @parametrize_with_checks(
