@@ -43,9 +43,7 @@ FACTS = {
 
 # Examples owned by another branch whose prose is being rewritten there; each
 # entry must be removed once that page passes (the xfail is strict).
-PENDING = {
-    "plot_feature_union.py": "owned by the FeatureUnion/backbones work (issue 15)",
-}
+PENDING = {}
 
 NUMBER_WORDS = (
     r"one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|fifteen|"
