@@ -101,7 +101,7 @@ def test_info(capsys):
     assert main(["info"]) == 0
     out = capsys.readouterr().out
     assert "efficientnet_lite0" in out and "precision (auto)" in out
-    assert "traced CPU path" in out and "codes_svc" in out
+    assert "engine (auto)" in out and "codes_svc" in out
 
 
 @pytest.fixture(scope="module")

@@ -157,9 +157,9 @@ def test_scores_equal_cross_val_score_on_the_default_path(sample, report):
         assert rows[name]["status"] == "ok"
         np.testing.assert_allclose(rows[name]["scores"], want, rtol=0, atol=1e-12)
         assert rows[name]["mean"] == pytest.approx(want.mean())
-    # nothing patched the default CPU path (traced fp32 graph) off in this process
+    # nothing patched the default CPU path (ONNX Runtime, fp32) off here
     probe = CNNFeatureExtractor(**TINY_KW).fit(X[:2])
-    assert probe._get_engine().traced is not None
+    assert probe._get_engine().kind == "onnxruntime"
 
 
 # ------------------------------------------------------------------ the report
