@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from numbers import Integral, Real
 from pathlib import Path
@@ -23,10 +24,13 @@ from sklearn.utils.validation import (
 )
 from torch import nn
 
+from ._activations import ActivationSet, CachedDataset, plan_cut, sequential_units
 from ._augment import make_augmentation
 from ._backbones import find_head, load_backbone, strip_head
+from ._cache import CodeCache, image_digests, resolve_cache_dir, state_digest
 from ._extractor import _is_feature_matrix
-from ._fit_callbacks import BestWeights, NaNGuard, PhaseSwitch, Schedule
+from ._fit_callbacks import BestWeights, DrawViews, NaNGuard, PhaseSwitch, Schedule
+from ._heads import build_head, class_means, fit_linear_probe
 from ._images import Preprocessor, check_images, iter_batches
 from ._labels import check_no_missing_labels
 from ._runtime import resolve_device, training_autocast
@@ -34,11 +38,13 @@ from ._training import (
     FineTuneModule,
     FineTuneNet,
     ImageDataset,
+    OwnedRNG,
+    SeededTransform,
     WeightedCrossEntropy,
     adabn,
-    build_head,
     export_state,
     frozen_features,
+    is_stochastic,
     make_loader,
     recalibrate_bn,
     resolve_trainable,
@@ -52,6 +58,11 @@ __all__ = ["FineTunedClassifier"]
 
 # Tracing costs a few seconds: worth it from a few hundred images on.
 _TRACE_MIN_IMAGES = 256
+# The default policy (train_layers / augment / augment_views = "auto"); see the
+# class docstring and docs/user_guide/fine_tuning.rst.
+_AUTO_TRAIN_LAYERS = 3
+_AUTO_AUGMENT = ("flip", "translate")
+_AUTO_VIEWS = 4
 
 
 class FineTunedClassifier(ClassifierMixin, BaseEstimator):
@@ -243,7 +254,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         "weights": "no_validation",
         "input_size": [Interval(Integral, 1, None, closed="left"), tuple, list, None],
         "train_layers": [
-            StrOptions({"head", "all"}),
+            StrOptions({"auto", "head", "all"}),
             Interval(Integral, 0, None, closed="left"),
             str,
         ],
@@ -265,8 +276,14 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         "patience": [Interval(Integral, 1, None, closed="left")],
         "monitor": [StrOptions({"valid_loss", "valid_acc"})],
         "augment": [str, list, tuple, callable, None],
+        "augment_views": [
+            StrOptions({"auto"}),
+            Interval(Integral, 1, None, closed="left"),
+        ],
         "head": [StrOptions({"linear", "cosine"})],
-        "head_init": [StrOptions({"xavier", "normal", "zeros", "class_means"})],
+        "head_init": [
+            StrOptions({"auto", "xavier", "normal", "zeros", "class_means", "lp"})
+        ],
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "device": [str, torch.device],
         "precision": [StrOptions({"auto", "fp32", "bf16", "fp16"})],
@@ -274,6 +291,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         "input_shape": [tuple, list, None],
         "pixel_range": [StrOptions({"auto"}), None],
         "callbacks": [list, None],
+        "cache": [str, os.PathLike, "boolean", None],
         "random_state": ["random_state"],
         "verbose": ["verbose"],
     }
@@ -284,7 +302,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         model="efficientnet_lite0",
         weights="imagenet",
         input_size=None,
-        train_layers="all",
+        train_layers="auto",
         bn="frozen",
         lr=1e-3,
         backbone_lr=None,
@@ -302,9 +320,10 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         validation_fraction=0.1,
         patience=3,
         monitor="valid_loss",
-        augment=None,
+        augment="auto",
+        augment_views="auto",
         head="linear",
-        head_init="xavier",
+        head_init="auto",
         class_weight=None,
         device="auto",
         precision="auto",
@@ -312,6 +331,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         input_shape=None,
         pixel_range="auto",
         callbacks=None,
+        cache=None,
         random_state=None,
         verbose=0,
     ):
@@ -337,6 +357,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         self.patience = patience
         self.monitor = monitor
         self.augment = augment
+        self.augment_views = augment_views
         self.head = head
         self.head_init = head_init
         self.class_weight = class_weight
@@ -346,6 +367,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         self.input_shape = input_shape
         self.pixel_range = pixel_range
         self.callbacks = callbacks
+        self.cache = cache
         self.random_state = random_state
         self.verbose = verbose
 
@@ -358,47 +380,6 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         return check_images(
             X, input_shape=self.input_shape, pixel_range=self.pixel_range
         )
-
-    def _build_module(self, n_classes):
-        net, prep = load_backbone(self.model, self.weights)
-        prep = prep.override(input_size=self.input_size)
-        head_name = find_head(net)
-        self._state_keys = list(net.state_dict())
-        self._head_name = head_name
-        sizes = strip_head(net) if head_name is not None else None
-        probe = torch.zeros(2, prep.in_chans, *prep.input_size)
-        try:
-            with torch.no_grad():
-                out = net.eval()(probe)
-        except RuntimeError as exc:
-            raise ValueError(
-                f"the backbone cannot run on {prep.input_size} inputs "
-                f"({str(exc).splitlines()[0][:200]}). Use a larger input_size."
-            ) from None
-        n_features = int(out.flatten(1).shape[1]) if sizes is None else sizes[0]
-        drop_sites = set_drop_path(net, self.drop_path) if self.drop_path else []
-        if self.drop_path > 0 and not drop_sites:
-            raise ValueError(
-                f"drop_path={self.drop_path} but {type(net).__name__} has no "
-                f"residual blocks with a stochastic-depth slot (supported: timm "
-                f"EfficientNet/MobileNet/ResNet/ConvNeXt/ViT, torchvision "
-                f"EfficientNet/ConvNeXt/Swin). Use drop_path=0."
-            )
-        head = build_head(self.head, self.head_init, n_features, n_classes)
-        return FineTuneModule(net, head, self.dropout, self.bn), prep, drop_sites
-
-    def _split(self, y, seed):
-        idx = np.arange(len(y))
-        if not self.early_stopping:
-            return idx, None
-        try:
-            return train_test_split(
-                idx, test_size=self.validation_fraction, stratify=y, random_state=seed
-            )
-        except ValueError:  # a class too small to stratify: plain random split
-            return train_test_split(
-                idx, test_size=self.validation_fraction, random_state=seed
-            )
 
     # ------------------------------------------------------------------ fitting
     @_fit_context(prefer_skip_nested_validation=True)
@@ -452,17 +433,67 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         weight = weight.astype(np.float32)
         seed = int(check_random_state(self.random_state).randint(2**31 - 1))
         device = resolve_device(self.device)
-        cuda = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(seed)
-            self._fit(images, y_enc, weight, seed, device)
+        self._fit(images, y_enc, weight, seed, device)  # owns its RNG streams
         return self
 
-    def _fit(self, images, y, weight, seed, device):
-        module, prep, drop_sites = self._build_module(len(self.classes_))
-        self.preprocessing_ = prep
-        pre = Preprocessor(prep)
-        trainable = resolve_trainable(module.body, self.train_layers)
+    # ------------------------------------------------------------------ policy
+    def _resolve_policy(self, n_images):
+        """The values of the ``"auto"`` parameters for ``n_images`` training images."""
+        policy = {}
+        policy["train_layers"] = (
+            _AUTO_TRAIN_LAYERS if self.train_layers == "auto" else self.train_layers
+        )
+        if self.head_init == "auto":
+            policy["head_init"] = "lp" if self.head == "linear" else "class_means"
+        else:
+            policy["head_init"] = self.head_init
+        policy["augment"] = _AUTO_AUGMENT if self.augment == "auto" else self.augment
+        if self.augment_views == "auto":
+            policy["augment_views"] = _AUTO_VIEWS
+        else:
+            policy["augment_views"] = int(self.augment_views)
+        if policy["head_init"] == "lp" and self.head != "linear":
+            raise ValueError(
+                f"head_init='lp' fits a linear head exactly (logistic regression), "
+                f"but head={self.head!r}. Use head='linear', or "
+                f"head_init='class_means' for a cosine head."
+            )
+        return policy
+
+    # ----------------------------------------------------------------- phases
+    def _build_module(self, n_classes, generator):
+        net, prep = load_backbone(self.model, self.weights)
+        prep = prep.override(input_size=self.input_size)
+        head_name = find_head(net)
+        self._state_keys = list(net.state_dict())
+        self._head_name = head_name
+        sizes = strip_head(net) if head_name is not None else None
+        probe = torch.zeros(2, prep.in_chans, *prep.input_size)
+        try:
+            with torch.no_grad():
+                out = net.eval()(probe)
+        except RuntimeError as exc:
+            raise ValueError(
+                f"the backbone cannot run on {prep.input_size} inputs "
+                f"({str(exc).splitlines()[0][:200]}). Use a larger input_size."
+            ) from None
+        n_features = int(out.flatten(1).shape[1]) if sizes is None else sizes[0]
+        drop_sites = set_drop_path(net, self.drop_path) if self.drop_path else []
+        if self.drop_path > 0 and not drop_sites:
+            raise ValueError(
+                f"drop_path={self.drop_path} but {type(net).__name__} has no "
+                f"residual blocks with a stochastic-depth slot (supported: timm "
+                f"EfficientNet/MobileNet/ResNet/ConvNeXt/ViT, torchvision "
+                f"EfficientNet/ConvNeXt/Swin). Use drop_path=0."
+            )
+        head = build_head(
+            self.head, self.policy_["head_init"], n_features, n_classes, generator
+        )
+        return FineTuneModule(net, head, self.dropout, self.bn), prep, drop_sites
+
+    def _freeze(self, module, drop_sites):
+        """Set ``requires_grad`` per ``train_layers`` / ``bn``; the trained names."""
+        trainable = resolve_trainable(module.body, self.policy_["train_layers"])
         if self.bn == "train":
             trainable |= {
                 f"{name}.{p}"
@@ -481,38 +512,144 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             warnings.warn(
                 f"drop_path={self.drop_path} has no effect: none of the blocks "
                 f"that can be skipped ({', '.join(drop_sites[-3:])}, ...) "
-                f"is trained with train_layers={self.train_layers!r}, and frozen "
-                f"blocks never drop. Train more layers or use drop_path=0.",
+                f"is trained with train_layers={self.policy_['train_layers']!r}, "
+                f"and frozen blocks never drop. Train more layers or use "
+                f"drop_path=0.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
-        module.to(device)
+        return trainable
 
-        train_idx, valid_idx = self._split(y, seed)
-        full = ImageDataset(images, pre, y, weight)
-        train_ds = full if valid_idx is None else full.subset(train_idx)
-        valid_ds = None if valid_idx is None else full.subset(valid_idx)
-        plain = make_loader(train_ds, self.batch_size)
-        if self.bn == "adabn":
-            adabn(module, plain, device)
-        if self.head_init == "class_means":
-            feats, labels = frozen_features(module, plain, device)
-            means = torch.stack(
-                [
-                    torch.nn.functional.normalize(feats, dim=1)[labels == k].mean(0)
-                    for k in range(len(self.classes_))
-                ]
+    def _split(self, y, seed):
+        idx = np.arange(len(y))
+        if not self.early_stopping:
+            return idx, None
+        try:
+            return train_test_split(
+                idx, test_size=self.validation_fraction, stratify=y, random_state=seed
             )
-            means = torch.nn.functional.normalize(means, dim=1)
-            with torch.no_grad():
-                module.head.weight.copy_(means.to(module.head.weight))
+        except ValueError:  # a class too small to stratify: plain random split
+            return train_test_split(
+                idx, test_size=self.validation_fraction, random_state=seed
+            )
+
+    def _cache_dir(self):
+        if isinstance(self.cache, bool):
+            return None
+        root = resolve_cache_dir(self.cache)
+        return None if root is None else Path(os.path.expanduser(str(root)))
+
+    def _activations(self, module, full, images, trainable, seed, device, autocast):
+        """The frozen prefix's outputs (an :class:`ActivationSet`), or None.
+
+        None (with the reason in ``policy_["cache"]``) when the part before the
+        first trained layer cannot be cached.
+        """
+        probe = full.pre.normalize(full.image(0)[None].expand(2, -1, -1, -1))
+        if self.cache is False:
+            cut, reason = None, "cache=False"
+        else:
+            cut, reason = plan_cut(module.body, trainable, self.bn, probe.to(device))
+        if cut is None:
+            self.policy_["cache"] = f"off: {reason}"
+            if self.verbose:
+                print(
+                    f"[FineTunedClassifier] activation cache off ({reason}): every "
+                    f"epoch runs the whole network."
+                )
+            return None
+        units = sequential_units(module.body)
+        transform = make_augmentation(self.policy_["augment"], full.pre.p.input_size)
+        views = self.policy_["augment_views"] if transform is not None else 0
+        aug = "none" if transform is None else repr(transform)
+        root = self._cache_dir()
+        acts = ActivationSet(
+            units,
+            cut,
+            full,
+            image_digests(images),
+            spec=(
+                f"finetune-prefix|{state_digest(module.body)}|cut={units[cut - 1][0]}"
+                f"|{full.pre.p}|aug={aug}|view_seed={seed}|autocast={autocast}"
+            ),
+            transform=transform,
+            n_views=views,
+            view_seed=seed,
+            device=device,
+            autocast=autocast,
+            batch_size=max(self.batch_size, 32),
+            disk=None if root is None else (lambda spec, w: CodeCache(root, spec, w)),
+        )
+        self.policy_["cache"] = (
+            f"after {units[cut - 1][0]} ({cut} of {len(units)} units frozen), "
+            f"{views} augmented view(s) per image"
+        )
+        if self.verbose:
+            print(f"[FineTunedClassifier] activation cache at {self.policy_['cache']}")
+        return acts
+
+    def _init_head(self, module, plain, device, y_train, w_train):
+        """``head_init="class_means"`` / ``"lp"``: the head from frozen features."""
+        init = self.policy_["head_init"]
+        if init not in ("class_means", "lp"):
+            return
+        feats, labels = frozen_features(module, plain, device)
+        n_classes = len(self.classes_)
+        with torch.no_grad():
+            if init == "class_means":
+                module.head.weight.copy_(class_means(feats, labels, n_classes))
                 if getattr(module.head, "bias", None) is not None:
                     module.head.bias.zero_()
-        train_ds = train_ds.with_transform(
-            make_augmentation(self.augment, prep.input_size)
+            else:
+                w, b = fit_linear_probe(
+                    feats.numpy(), y_train, n_classes, self.weight_decay, w_train
+                )
+                module.head.weight.copy_(w)
+                module.head.bias.copy_(b)
+
+    def _fit(self, images, y, weight, seed, device):
+        self.policy_ = self._resolve_policy(len(images))
+        rng = OwnedRNG(seed, device)
+        gen = torch.Generator().manual_seed(seed)
+        module, prep, drop_sites = self._build_module(len(self.classes_), gen)
+        self.preprocessing_ = prep
+        trainable = self._freeze(module, drop_sites)
+        module.to(device)
+        autocast = training_autocast(self.precision, device)
+
+        # ---- data: images, or the frozen prefix's cached activations
+        train_idx, valid_idx = self._split(y, seed)
+        full = ImageDataset(images, Preprocessor(prep), y, weight)
+        if self.bn == "adabn":
+            adabn(module, make_loader(full.subset(train_idx), self.batch_size), device)
+        acts = self._activations(
+            module, full, images, trainable, seed, device, autocast
+        )
+        draw = None
+        if acts is None:
+            train_ds = full.subset(train_idx)
+            valid_ds = None if valid_idx is None else full.subset(valid_idx)
+            plain_ds = train_ds
+            transform = make_augmentation(self.policy_["augment"], prep.input_size)
+            if transform is not None:
+                train_ds = train_ds.with_transform(SeededTransform(transform, rng))
+        else:
+            module.cut = len(acts.prefix)
+            train_ds = CachedDataset(acts, train_idx, y, weight)
+            valid_ds = None if valid_idx is None else CachedDataset(acts, valid_idx, y)
+            plain_ds = train_ds.clean()
+            if acts.n_views:
+                draw = DrawViews(train_ds, acts.n_views, seed)
+        plain = make_loader(plain_ds, self.batch_size)
+        self._init_head(
+            module,
+            plain,
+            device,
+            y[train_idx],
+            None if weight is None else weight[train_idx],
         )
 
-        autocast = training_autocast(self.precision, device)
+        # ---- training
         backbone_lr = self.lr / 10 if self.backbone_lr is None else self.backbone_lr
         ft = {
             "trainable": trainable,
@@ -533,6 +670,8 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         phases = [(0, freeze), (freeze, self.max_epochs - freeze)]
         phases = [p for p in phases if p[1] > 0]
         callbacks = [("phase", PhaseSwitch(freeze)), ("nan_guard", NaNGuard())]
+        if draw is not None:
+            callbacks.append(("draw_views", draw))
         if self.scheduler is not None:
             callbacks.append(
                 ("schedule", Schedule(self.scheduler, phases, steps - drop_last))
@@ -560,7 +699,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             iterator_train=make_loader,
             iterator_train__shuffle=True,
             iterator_train__seed=seed,
-            iterator_train__num_workers=self.num_workers,
+            iterator_train__num_workers=self.num_workers if acts is None else 0,
             iterator_train__drop_last=drop_last,
             iterator_valid=make_loader,
             train_split=None if valid_ds is None else predefined_split(valid_ds),
@@ -571,14 +710,30 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             verbose=self.verbose,
             ft=ft,
         )
+        net.rng_ = rng if is_stochastic(module) else None
+        bns = trained_bns(module)
+        if valid_ds is not None and bns:
+            # Validate on the BatchNorm statistics the returned model will have.
+            def exact_bn():
+                if not module.head_only:
+                    recalibrate_bn(module, plain, device, bns)
+
+            net.before_valid_ = exact_bn
         net.fit(train_ds, None)
         # Exact BatchNorm statistics for the final (best) weights: the moving
         # averages of a short fine-tune still mix in the old data's statistics.
-        recalibrate_bn(module, plain, device, trained_bns(module))
-        # Fitted state only: no optimizer moments, datasets or valid split in pickles.
+        recalibrate_bn(module, plain, device, bns)
+        self._finish(net, module, best, trainable)
+        return self
+
+    def _finish(self, net, module, best, trainable):
+        """Keep the fitted state only: no optimizer moments, data or caches."""
+        module.cut = None  # predictions take images
         net.optimizer_.state.clear()
         net.train_split = None
         net.l1_params_ = []
+        net.rng_ = None
+        net.before_valid_ = None
         # skorch pickles its ``module`` argument apart from ``module_``: a second
         # copy of every weight. Keep the class only (fit builds a new net anyway).
         net.module = type(module)
@@ -593,7 +748,8 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
                 if not n.startswith("body.") or n[5:] in trainable
             )
         )
-        return self
+        if self.verbose:
+            print(f"[FineTunedClassifier] policy: {self.policy_}")
 
     @property
     def history_(self):
