@@ -160,10 +160,12 @@ def _store_for(spec, shape):
         return store
 
 
-def _row_key(digest, view):
-    return hashlib.blake2b(
-        bytes(digest) + view.to_bytes(4, "little"), digest_size=16
-    ).digest()
+def _row_key(digest, view, views_spec):
+    """Key of one row: the image, the view and (augmented views) how they are drawn."""
+    h = hashlib.blake2b(bytes(digest) + view.to_bytes(4, "little"), digest_size=16)
+    if view > 0:
+        h.update(views_spec.encode())
+    return h.digest()
 
 
 def _view_seed(digest, view, seed):
@@ -194,9 +196,12 @@ class ActivationSet:
     digests : ndarray of bytes
         One content digest per image of ``dataset``.
     spec : str
-        Everything else that changes an activation (see the module docstring).
+        Everything else that changes the prefix's output (backbone digest, cut,
+        preprocessing, precision).
     transform : callable or None
-        Augmentation; ``None`` means one (clean) view per image.
+        Augmentation; ``None`` means one (clean) view per image. Its ``repr``
+        and ``view_seed`` are part of the key of the augmented views only, so
+        clean views are shared by fits that augment differently.
     n_views : int
         Augmented views per image.
     view_seed : int
@@ -228,6 +233,7 @@ class ActivationSet:
         self.transform = transform
         self.n_views = int(n_views) if transform is not None else 0
         self.view_seed = int(view_seed)
+        self.views_spec = f"{transform!r}|seed={self.view_seed}"
         self.device = device
         self.autocast = autocast
         self.batch_size = batch_size
@@ -249,7 +255,7 @@ class ActivationSet:
         return torch.autocast(self.device.type, dtype=self.autocast)
 
     def _fill(self, view):
-        keys = [_row_key(d, view) for d in self.digests]
+        keys = [_row_key(d, view, self.views_spec) for d in self.digests]
         store = self.store
         with store.lock:
             missing = [i for i, k in enumerate(keys) if k not in store.index]

@@ -561,7 +561,6 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         units = sequential_units(module.body)
         transform = make_augmentation(self.policy_["augment"], full.pre.p.input_size)
         views = self.policy_["augment_views"] if transform is not None else 0
-        aug = "none" if transform is None else repr(transform)
         root = self._cache_dir()
         acts = ActivationSet(
             units,
@@ -570,7 +569,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             image_digests(images),
             spec=(
                 f"finetune-prefix|{state_digest(module.body)}|cut={units[cut - 1][0]}"
-                f"|{full.pre.p}|aug={aug}|view_seed={seed}|autocast={autocast}"
+                f"|{full.pre.p}|autocast={autocast}"
             ),
             transform=transform,
             n_views=views,

@@ -84,6 +84,17 @@ class FineTuneModule(nn.Module):
         return out.flatten(1) if out.ndim > 2 else out
 
     def forward(self, x, sample_weight=None):
+        if self.training and x.shape[0] == 1:
+            # One image has no batch statistics (torch raises on 1x1 maps):
+            # training BatchNorms normalize it with their running statistics.
+            bns = [m for m in self.body.modules() if isinstance(m, _BN) and m.training]
+            for m in bns:
+                m.eval()
+            try:
+                return self.head(self.dropout(self.features(x)))
+            finally:
+                for m in bns:
+                    m.train()
         return self.head(self.dropout(self.features(x)))
 
     def _frozen_modules(self):
