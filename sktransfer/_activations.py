@@ -25,6 +25,7 @@ Views
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import tempfile
 import threading
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._backbones import quiet_torch_warnings
 from ._runtime import GLOBAL_RNG_LOCK, process_cache
 
 __all__ = [
@@ -50,6 +52,11 @@ __all__ = [
 ACTIVATION_RAM_BYTES = 1 << 30
 #: Images run through frozen prefixes in this process (tests and benchmarks).
 FORWARDS = Counter()
+#: From this many prefix forwards on (images x views), a CPU fp32 prefix runs
+#: traced and frozen (BatchNorm folded into the convolutions, oneDNN layouts:
+#: about 2.5x faster for EfficientNets), checked against eager on a probe
+#: batch. Fewer forwards run eagerly, bit for bit as the uncached fit would.
+TRACE_MIN_FORWARDS = 256
 
 _STORES = process_cache("finetune_activations")
 _STORES_LOCK = threading.Lock()
@@ -128,6 +135,7 @@ class _Store:
         self.index = {}
         self.slabs = []  # (array, file or None)
         self.lock = threading.Lock()
+        self.engine = None  # the traced prefix, built once per store
 
     def ram_bytes(self):
         return sum(a.nbytes for a, f in self.slabs if f is None)
@@ -174,6 +182,21 @@ def _view_seed(digest, view, seed):
         digest_size=8,
     )
     return int.from_bytes(h.digest(), "little") & ((1 << 63) - 1)
+
+
+def _traced(prefix, probe):
+    """``prefix`` traced + frozen for CPU fp32 inference; None when unsafe."""
+    seq = nn.Sequential(*[m for _, m in prefix])
+    try:
+        with quiet_torch_warnings(), torch.no_grad():
+            eager = copy.deepcopy(seq).eval()
+            graph = torch.jit.trace(eager, probe, strict=False)
+            graph = torch.jit.optimize_for_inference(torch.jit.freeze(graph))
+            if not torch.allclose(graph(probe), eager(probe), rtol=1e-3, atol=1e-4):
+                return None
+            return graph
+    except Exception:  # noqa: BLE001 - any tracing failure means "stay eager"
+        return None
 
 
 def _augment(x, transform, seed):
@@ -245,6 +268,21 @@ class ActivationSet:
         self.store = _store_for(self.spec, shape)
         self.disk = None if disk is None else disk(self.spec, self.store.width)
         # rows[v][i]: (slab, row) of view v of image i
+        self.run = lambda x: run_units(self.prefix, x)
+        n_forwards = len(digests) * (self.n_views + 1)
+        if (
+            device.type == "cpu"
+            and autocast is None
+            and n_forwards >= TRACE_MIN_FORWARDS
+        ):
+            with self.store.lock:
+                if self.store.engine is None:
+                    self.store.engine = _traced(
+                        self.prefix, probe.expand(2, -1, -1, -1)
+                    )
+                engine = self.store.engine
+            if engine is not None:
+                self.run = engine
         self.rows = [self._fill(v) for v in range(self.n_views + 1)]
 
     def _autocast(self):
@@ -294,7 +332,7 @@ class ActivationSet:
                 xs.append(x)
             batch = pre.normalize(torch.stack(xs)).to(self.device)
             with self._autocast():
-                out = run_units(self.prefix, batch).float().cpu().numpy()
+                out = self.run(batch).float().cpu().numpy()
             FORWARDS["prefix"] += len(idx)
             out = out.reshape(len(idx), -1)
             batch_keys = [keys[i] for i in idx]

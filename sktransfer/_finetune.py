@@ -625,7 +625,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
             view_seed=seed,
             device=device,
             autocast=autocast,
-            batch_size=max(self.batch_size, 32),
+            batch_size=self.batch_size,
             disk=None if root is None else (lambda spec, w: CodeCache(root, spec, w)),
         )
         self.policy_["cache"] = (
