@@ -782,6 +782,9 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         net.l1_params_ = []
         net.rng_ = None
         net.before_valid_ = None
+        for _, cb in net.callbacks_:
+            if isinstance(cb, DrawViews):
+                cb.dataset = None  # the activations are not part of the model
         # skorch pickles its ``module`` argument apart from ``module_``: a second
         # copy of every weight. Keep the class only (fit builds a new net anyway).
         net.module = type(module)

@@ -376,3 +376,16 @@ def test_finetuned_classifier_learns(params):
     perm = np.random.default_rng(0).permutation(len(y))
     shuffled = clone(clf).fit(X, y[perm])
     assert shuffled.score(X_test, y_test) < 0.8
+
+
+def test_fitted_model_pickles_without_its_activations():
+    import pickle
+
+    X, y = bands(16)
+    clf = FineTunedClassifier(**TINY, max_epochs=1, random_state=0).fit(X, y)
+    assert not clf.policy_["cache"].startswith("off")
+    blob = pickle.dumps(clf)
+    assert len(blob) < 5 * 1024**2
+    np.testing.assert_allclose(
+        pickle.loads(blob).predict_proba(X), clf.predict_proba(X), atol=1e-6
+    )
