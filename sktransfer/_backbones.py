@@ -169,7 +169,13 @@ def _read_state_dict(path):
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        return dict(load_file(str(path), device="cpu"))
+        try:
+            return dict(load_file(str(path), device="cpu"))
+        except Exception as exc:  # SafetensorError: a corrupt or foreign file
+            raise ValueError(
+                f"weights file {str(path)!r} is not a valid safetensors file "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})."
+            ) from None
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as exc:  # UnpicklingError or a corrupt archive
@@ -193,6 +199,21 @@ def _read_state_dict(path):
             f"names to tensors)."
         )
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def _check_finite_state(state, source):
+    """Refuse weights holding NaN or infinity: they would give NaN codes."""
+    bad = [
+        k
+        for k, v in state.items()
+        if v.is_floating_point() and not bool(torch.isfinite(v).all())
+    ]
+    if bad:
+        raise ValueError(
+            f"weights from {source} hold NaN or infinite values in {len(bad)} "
+            f"tensor(s) (e.g. {bad[:3]}); the file is corrupt or comes from a "
+            f"diverged training run. Use another checkpoint."
+        )
 
 
 def _set_submodule(root, name, new):
@@ -244,6 +265,7 @@ def _load_state_dict_into(module, state, source):
             + "; ".join(parts)
             + ". Is the file for another model?"
         )
+    _check_finite_state(state, source)
     module.load_state_dict(state)
 
 

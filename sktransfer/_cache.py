@@ -45,7 +45,7 @@ def resolve_cache_dir(cache):
             f"cache must be None, a directory path or a joblib.Memory, got "
             f"{type(cache).__name__}."
         )
-    return Path(location)
+    return Path(location).expanduser()
 
 
 def _blake(*parts):

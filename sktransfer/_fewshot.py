@@ -21,12 +21,16 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.extmath import softmax
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
-    _check_sample_weight,
     check_is_fitted,
     validate_data,
 )
 
-from ._labels import check_no_missing_labels
+from ._labels import (
+    check_label_kind,
+    check_no_missing_labels,
+    check_sample_weight,
+    warn_unlabeled_marker,
+)
 
 __all__ = ["CosineSoftmaxClassifier", "PrototypeClassifier"]
 
@@ -252,7 +256,12 @@ class PrototypeClassifier(_FewShotMixin, ClassifierMixin, BaseEstimator):
         )
         check_no_missing_labels(y)
         check_classification_targets(y)
-        sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        if not reset:
+            check_label_kind(self.classes_, y)
+        warn_unlabeled_marker(
+            y, "PrototypeClassifier", "Drop those rows before fitting."
+        )
+        sample_weight = check_sample_weight(sample_weight, X)
         Z = X.astype(np.float64)
         if self.metric == "cosine":
             Z = _l2_normalize(Z)
@@ -508,8 +517,14 @@ class CosineSoftmaxClassifier(_FewShotMixin, ClassifierMixin, BaseEstimator):
         X, y = validate_data(
             self, X, y, dtype=[np.float64, np.float32], y_numeric=False
         )
-        sample_weight = _check_sample_weight(sample_weight, X, dtype=np.float64)
+        sample_weight = check_sample_weight(sample_weight, X)
         unl = self._unlabeled_mask(y)
+        if self.unlabeled_label is None:
+            warn_unlabeled_marker(
+                y,
+                "CosineSoftmaxClassifier",
+                "Pass unlabeled_label=-1 to use those rows as unlabelled data.",
+            )
         if unl.all():
             raise ValueError(
                 "CosineSoftmaxClassifier needs at least one labelled row; every "

@@ -17,7 +17,6 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.class_weight import compute_sample_weight
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import (
-    _check_sample_weight,
     check_is_fitted,
     column_or_1d,
     validate_data,
@@ -32,7 +31,7 @@ from ._extractor import _is_feature_matrix
 from ._fit_callbacks import BestWeights, DrawViews, NaNGuard, PhaseSwitch, Schedule
 from ._heads import build_head, class_means, fit_linear_probe
 from ._images import Preprocessor, check_images, iter_batches
-from ._labels import check_no_missing_labels
+from ._labels import check_no_missing_labels, check_sample_weight
 from ._runtime import resolve_device, training_autocast
 from ._training import (
     FineTuneModule,
@@ -476,7 +475,7 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
                 f"enough, a classifier needs at least 2."
             )
         y_enc = encoder.transform(y).astype(np.int64)
-        weight = _check_sample_weight(sample_weight, np.empty((len(y), 1)))
+        weight = check_sample_weight(sample_weight, np.empty((len(y), 1)))
         if self.class_weight is not None:
             weight = weight * compute_sample_weight(self.class_weight, y)
         weight = weight.astype(np.float32)
@@ -570,17 +569,40 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         return trainable
 
     def _split(self, y, seed):
+        """Train / validation indices; every class keeps a training image."""
         idx = np.arange(len(y))
         if not self.early_stopping:
             return idx, None
         try:
-            return train_test_split(
+            train, valid = train_test_split(
                 idx, test_size=self.validation_fraction, stratify=y, random_state=seed
             )
         except ValueError:  # a class too small to stratify: plain random split
-            return train_test_split(
+            train, valid = train_test_split(
                 idx, test_size=self.validation_fraction, random_state=seed
             )
+        # A class whose images all went to validation would never be trained on:
+        # give one of them back.
+        lost = np.setdiff1d(np.unique(y), y[train])
+        if len(lost):
+            back = np.array([valid[y[valid] == k][0] for k in lost])
+            train = np.sort(np.concatenate([train, back]))
+            valid = np.setdiff1d(valid, back)
+            warnings.warn(
+                f"early_stopping: {len(lost)} class(es) have too few images to be "
+                f"both trained on and validated (e.g. {self.classes_[lost[:3]]}); "
+                f"they are kept for training only, so the validation score does "
+                f"not cover them. Add images or use early_stopping=False.",
+                UserWarning,
+                stacklevel=5,  # _split < _fit < fit < _fit_context < caller
+            )
+        if len(valid) == 0:
+            raise ValueError(
+                f"early_stopping=True needs a validation set, but {len(y)} images "
+                f"leave none once every class keeps a training image. Use more "
+                f"images, a larger validation_fraction, or early_stopping=False."
+            )
+        return train, valid
 
     def _cache_dir(self):
         if isinstance(self.cache, bool):
@@ -849,7 +871,9 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         scores : ndarray of shape (n_samples, n_classes), or (n_samples,) for two
             classes (logit of ``classes_[1]`` minus logit of ``classes_[0]``).
         """
-        logits = self._logits(X).numpy()
+        # float64 from here on: the difference and the softmax are then both
+        # monotonic in the exact logit gap, so they rank images identically.
+        logits = self._logits(X).double().numpy()
         if logits.shape[1] == 2:
             return logits[:, 1] - logits[:, 0]
         return logits
@@ -861,11 +885,11 @@ class FineTunedClassifier(ClassifierMixin, BaseEstimator):
         -------
         proba : ndarray of shape (n_samples, n_classes)
         """
-        return torch.softmax(self._logits(X), dim=1).numpy()
+        return torch.softmax(self._logits(X).double(), dim=1).numpy()
 
     def predict_log_proba(self, X):
         """Log of :meth:`predict_proba`."""
-        return torch.log_softmax(self._logits(X), dim=1).numpy()
+        return torch.log_softmax(self._logits(X).double(), dim=1).numpy()
 
     def predict(self, X):
         """Predicted labels (same type as the ``y`` given to ``fit``).
