@@ -324,7 +324,7 @@ def test_prediction_is_batch_invariant(fitted, data):
         one = fitted.decision_function(X[i : i + 1])
         np.testing.assert_allclose(one, D[i : i + 1], **tol)
     np.testing.assert_allclose(fitted.decision_function(X[3:6]), D[3:6], **tol)
-    assert fitted.decision_function(X[:3]).dtype == np.float32
+    assert fitted.decision_function(X[:3]).dtype == np.float64
 
 
 def test_pickle_round_trip(fitted, data):
