@@ -41,4 +41,4 @@ bench: $(STAMP)
 	for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
 
 clean:
-	rm -rf build dist *.egg-info demo-report docs/_build docs/auto_examples docs/generated docs/sg_execution_times.rst
+	rm -rf build dist *.egg-info demo-report docs/_build docs/auto_examples docs/generated docs/sg_execution_times.rst docs/_mathjax docs/_perf

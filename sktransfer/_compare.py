@@ -5,22 +5,19 @@ to ImageNet -> CNN codes + linear classifier, earlier layer + SVM, fine-tune the
 fine-tune all). Here the rule only decides which strategies "auto" tries and in what
 order; cross-validation on the user's own images decides the winner.
 
-Strategies live in a registry (``STRATEGIES``): a name, a description, a kind and
-a factory returning a scikit-learn estimator. Kinds:
+The registry and the parsing of names live in ``_strategies.py`` (public through
+:mod:`sktransfer.model_selection`). This module is the driver, in named steps:
 
-``"pixels"``
-    A head on resized, flattened grayscale pixels (the baseline).
-``"codes"``
-    A head on CNN codes of one ``(layer, pooling)``. Codes are extracted once per
-    key on all images and shared by every such strategy and every fold; the
-    reported estimator is the full ``Pipeline(CNNFeatureExtractor, head)``.
-``"finetune"``
-    An estimator taking images directly (FineTunedClassifier), cross-validated on
-    the images; skipped once ``time_budget`` is spent.
+1. ``_check_data``: images and labels (one label per image, none missing);
+2. ``_make_splits``: the folds every strategy shares;
+3. ``_SharedInputs``: what strategies consume, computed once per run -- codes per
+   ``(layer, pooling)``, pixels -- the one cache of a run;
+4. ``_cross_validate``: one strategy on the shared folds, one ``_Run``;
+5. ``_run_info`` and ``_Run.refit``: the report's metadata and the winner.
 
-Classes from other modules (FineTunedClassifier, PrototypeClassifier,
-CosineSoftmaxClassifier) are imported lazily: a strategy whose class cannot be
-imported is reported as unavailable instead of failing.
+Codes strategies get the codes of all images, extracted once: the extractor is not
+fitted on labels, so sharing it across folds leaks nothing. ``"finetune"``
+strategies take the images themselves and are skipped once ``time_budget`` is spent.
 """
 
 from __future__ import annotations
@@ -28,6 +25,8 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from dataclasses import dataclass, field
+from functools import cached_property
 from numbers import Integral
 
 import numpy as np
@@ -39,38 +38,22 @@ from threadpoolctl import threadpool_limits
 from ._backbones import model_display_name
 from ._extractor import CNNFeatureExtractor
 from ._images import check_images
-from ._report import StrategyReport
+from ._labels import check_no_missing_labels
+from ._report import StrategyReport, library_versions
+from ._runtime import resolve_device, resolve_precision
 from ._strategies import (
     EARLIER,
     PENULTIMATE,
     STRATEGIES,
     PixelFeatures,
-    Strategy,
-    _indexable,
-    _pixel_size,
-    _resolve_names,
-    auto_strategies,
-    available_strategies,
+    StrategyContext,
     earlier_layer,
-    finetune_input_size,
-    top_blocks,
+    resolve_strategies,
 )
 
-__all__ = [
-    "STRATEGIES",
-    "PixelFeatures",
-    "Strategy",
-    "StrategyReport",
-    "auto_strategies",
-    "available_strategies",
-    "compare_strategies",
-    "earlier_layer",
-    "finetune_input_size",
-    "top_blocks",
-]
+__all__ = ["StrategyReport", "compare_strategies"]
 
 
-# ------------------------------------------------------------------- the driver
 def _log(verbose, msg):
     if verbose:
         print(msg, file=sys.stderr, flush=True)
@@ -88,9 +71,11 @@ def compare_strategies(
     n_jobs=None,
     random_state=None,
     input_size=None,
+    device="auto",
+    precision="auto",
     time_budget=None,
     refit=True,
-    verbose=1,
+    verbose=0,
 ):
     """Cross-validate transfer-learning strategies on your images; rank them.
 
@@ -109,9 +94,10 @@ def compare_strategies(
     model, weights : backbone spec, default="efficientnet_lite0", "imagenet"
         As in :class:`~sktransfer.CNNFeatureExtractor`.
     strategies : "auto", "all", str or list of str, default="auto"
-        Names from ``STRATEGIES`` (a comma-separated string works too).
-        ``"auto"`` picks by data size (``auto_strategies``). Strategies whose
-        classes are not installed are reported as unavailable.
+        Names from ``sktransfer.model_selection.STRATEGIES`` (a
+        comma-separated string works too); ``"auto"`` picks by data size
+        (:func:`~sktransfer.model_selection.auto_strategies`). Parsed by
+        :func:`~sktransfer.model_selection.resolve_strategies`.
     cv : int or cross-validation splitter, default=5
         An int means ``StratifiedKFold(cv, shuffle=True)`` (reduced, with a note,
         when the smallest class has fewer images). The same folds serve every
@@ -127,19 +113,26 @@ def compare_strategies(
         Smaller is faster. With ``None``, fine-tuning strategies on a CPU run at
         96 px (``finetune_input_size``); the report's ``layer`` column says
         the size each one used.
+    device : {"auto", "cpu", "cuda", "cuda:N"}, default="auto"
+        Where the networks run (extraction and fine-tuning).
+    precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
+        As in :class:`~sktransfer.CNNFeatureExtractor`; ``"auto"`` is fp32 on a
+        CPU. The report records the device and precision used.
     time_budget : float, default=None
         Seconds; once exceeded, remaining fine-tuning strategies are skipped (the
         report says so). Cheap strategies always run.
     refit : bool, default=True
         Refit the winner on all data as ``best_estimator_``.
-    verbose : int, default=1
-        Progress on stderr (and extraction progress bars when >= 2).
+    verbose : int, default=0
+        0 prints nothing; 1 prints progress on stderr; 2 adds extraction
+        progress bars.
 
     Returns
     -------
     report : StrategyReport
-        Ranked table, ``best_name_``, ``best_estimator_``, ``to_frame()``,
-        ``plot()``, ``to_json()``.
+        Ranked table with per-fold scores, ``best_name_``, ``best_estimator_``,
+        ``to_frame()``, ``plot()``, ``to_json()``. ``info_`` records the
+        device, precision, library versions and seeds.
 
     Notes
     -----
@@ -161,186 +154,326 @@ def compare_strategies(
     array([9, 0, 0])
     """
     t0 = time.perf_counter()
+    images, Xi, y, classes = _check_data(X, y)
+    names = resolve_strategies(strategies, len(y), len(classes))
+    splits = _make_splits(cv, y, random_state, verbose)
+    ctx = StrategyContext(
+        model=model,
+        weights=weights,
+        input_size=input_size,
+        random_state=random_state,
+        n_samples=len(y),
+        n_classes=len(classes),
+        device=device,
+        precision=precision,
+    )
+    runtime = _resolve_runtime(ctx)  # a bad device / precision fails here, early
+    inputs = _SharedInputs(Xi, images, ctx, verbose)
+    _log(
+        verbose,
+        f"comparing {len(names)} strategies on {len(y)} images, {len(classes)} "
+        f"classes, {len(splits)}-fold CV ({_scoring_name(scoring)})",
+    )
+    runs = []
+    for i, name in enumerate(names, 1):
+        strat = STRATEGIES[name]
+        prefix = f"[{i}/{len(names)}] {name}"
+        spent = time.perf_counter() - t0
+        if strat.kind == "finetune" and time_budget is not None and spent > time_budget:
+            runs.append(
+                _Run.not_run(strat, f"skipped (time budget {time_budget:g} s spent)")
+            )
+            _log(
+                verbose,
+                f"{prefix}: skipped, time budget of {time_budget:g} s exceeded "
+                f"({spent:.0f} s)",
+            )
+            continue
+        _log(verbose, f"{prefix}: {strat.description} ...")
+        runs.append(
+            _cross_validate(strat, ctx, inputs, y, splits, scoring, n_jobs, verbose)
+        )
+
+    info = _run_info(ctx, runtime, inputs, splits, scoring, strategies, names, runs)
+    report = StrategyReport([run.row for run in runs], info)
+    if refit and report.best_name_ is not None:
+        _log(verbose, f"refitting {report.best_name_} on all {len(y)} images ...")
+        best = next(run for run in runs if run.row["strategy"] == report.best_name_)
+        report.best_estimator_ = best.refit(y)
+    info["total_time"] = time.perf_counter() - t0
+    return report
+
+
+# ------------------------------------------------------------------ the steps
+def _check_data(X, y):
+    """``(images, indexable X, y, classes)``; clear errors for bad labels."""
     images = check_images(X)
-    Xi = _indexable(X)
     y = np.asarray(y)
     if y.ndim != 1 or len(y) != len(images):
         raise ValueError(
             f"y must be 1-D with one label per image; got shape {y.shape} for "
             f"{len(images)} images."
         )
-    classes, counts = np.unique(y, return_counts=True)
+    check_no_missing_labels(y)
+    if y.dtype.kind == "f" and np.isnan(y).any():
+        raise ValueError(
+            f"y contains {int(np.isnan(y).sum())} missing label(s) (NaN); drop "
+            f"those samples or give them a label."
+        )
+    try:
+        classes = np.unique(y)
+    except TypeError:
+        kinds = sorted({type(v).__name__ for v in y})
+        raise ValueError(
+            f"y mixes label types {kinds} that cannot be compared; use labels of "
+            f"one type (e.g. all str)."
+        ) from None
     if len(classes) < 2:
         raise ValueError(f"y has {len(classes)} class; at least 2 are needed.")
-    names, automatic = _resolve_names(strategies, len(y), len(classes))
+    return images, _indexable(X), y, classes
 
-    if isinstance(cv, Integral):
-        n_splits = int(cv)
-        if n_splits < 2:
-            raise ValueError(f"cv must be >= 2, got {cv}.")
-        if counts.min() < n_splits:
-            if counts.min() < 2:
-                raise ValueError(
-                    f"class {classes[counts.argmin()]!r} has a single image; "
-                    f"cross-validation needs at least 2 per class."
-                )
-            _log(
-                verbose,
-                f"note: the smallest class has {counts.min()} images; using "
-                f"{counts.min()} folds instead of {n_splits}.",
-            )
-            n_splits = int(counts.min())
-        splitter = StratifiedKFold(n_splits, shuffle=True, random_state=random_state)
-    else:
+
+def _make_splits(cv, y, random_state, verbose):
+    """The ``(train, test)`` index pairs every strategy is scored on."""
+    if not isinstance(cv, Integral):
         splitter = check_cv(cv, y, classifier=True)
-    splits = list(splitter.split(np.zeros((len(y), 1)), y))
-
-    ctx = {
-        "model": model,
-        "weights": weights,
-        "input_size": input_size,
-        "random_state": random_state,
-        "n_samples": len(y),
-        "n_classes": len(classes),
-    }
-    _log(
-        verbose,
-        f"comparing {len(names)} strategies on {len(y)} images, {len(classes)} "
-        f"classes, {len(splits)}-fold CV ({scoring})",
-    )
-
-    codes_cache = {}  # (layer, pooling) -> (extractor fitted, codes, seconds)
-    features_cache = {}
-    resolved_earlier = None
-    results = []
-    fitted_parts = {}
-    for i, name in enumerate(names, 1):
-        strat = STRATEGIES[name]
-        row = {
-            "strategy": name,
-            "kind": strat.kind,
-            "description": strat.description,
-            "layer": None,
-            "mean": float("nan"),
-            "std": float("nan"),
-            "scores": [],
-            "fit_time": float("nan"),
-            "predict_time": float("nan"),
-            "extract_time": 0.0,
-        }
-        results.append(row)
-        ok, reason = strat.availability()
-        if not ok:
-            row["status"] = f"unavailable: {reason}"
-            _log(verbose, f"[{i}/{len(names)}] {name}: unavailable ({reason})")
-            continue
-        spent = time.perf_counter() - t0
-        if strat.kind == "finetune" and time_budget is not None and spent > time_budget:
-            row["status"] = f"skipped (time budget {time_budget:g} s spent)"
-            _log(
-                verbose,
-                f"[{i}/{len(names)}] {name}: skipped, time budget of {time_budget:g} s "
-                f"exceeded ({spent:.0f} s)",
+        return list(splitter.split(np.zeros((len(y), 1)), y))
+    classes, counts = np.unique(y, return_counts=True)
+    n_splits = int(cv)
+    if n_splits < 2:
+        raise ValueError(f"cv must be >= 2, got {cv}.")
+    if counts.min() < n_splits:
+        if counts.min() < 2:
+            raise ValueError(
+                f"class {classes[counts.argmin()]!r} has a single image; "
+                f"cross-validation needs at least 2 per class."
             )
-            continue
-        _log(verbose, f"[{i}/{len(names)}] {name}: {strat.description} ...")
-
-        estimator = strat.factory(ctx)
-        if strat.kind == "codes":
-            layer = strat.layer
-            if layer == EARLIER:
-                if resolved_earlier is None:
-                    resolved_earlier = earlier_layer(model, weights)
-                layer = resolved_earlier
-            layer_arg = None if layer == PENULTIMATE else layer
-            pooling = strat.pooling or "avg"
-            key = (layer_arg, pooling if layer_arg is not None else None)
-            if key not in codes_cache:
-                ts = time.perf_counter()
-                extractor = CNNFeatureExtractor(
-                    model=model,
-                    weights=weights,
-                    layer=layer_arg,
-                    pooling=pooling,
-                    input_size=input_size,
-                    verbose=int(verbose >= 2),
-                )
-                codes = extractor.fit(Xi).transform(Xi)
-                codes_cache[key] = (extractor, codes, time.perf_counter() - ts)
-                _log(
-                    verbose,
-                    f"    codes {_key_name(key)}: {codes.shape[1]} features, "
-                    f"{codes_cache[key][2]:.1f} s (shared by later strategies)",
-                )
-            extractor, features, row["extract_time"] = codes_cache[key]
-            row["layer"] = _key_name(key)
-            head = estimator
-        elif strat.kind == "pixels":
-            size = _pixel_size(images)
-            if size not in features_cache:
-                pix = PixelFeatures(size=size).fit(Xi)
-                features_cache[size] = (pix, pix.transform(Xi))
-            extractor, features = features_cache[size]
-            row["layer"] = f"pixels {size}x{size}"
-            head = estimator
-        else:
-            extractor, features, head = None, Xi, estimator
-            size = getattr(estimator, "input_size", None)
-            row["layer"] = f"images at {size} px" if size else "images"
-
-        try:
-            with _small_head_threads(strat.kind):
-                cvres = cross_validate(
-                    head,
-                    features,
-                    y,
-                    cv=splits,
-                    scoring=scoring,
-                    n_jobs=n_jobs,
-                    error_score="raise",
-                )
-        except Exception as exc:  # noqa: BLE001 - one strategy failing is a result
-            msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-            row["status"] = f"failed ({type(exc).__name__}: {msg})"
-            _log(verbose, f"    failed: {msg}")
-            continue
-        scores = np.asarray(cvres["test_score"], dtype=float)
-        row.update(
-            status="ok",
-            scores=scores.tolist(),
-            mean=float(scores.mean()),
-            std=float(scores.std()),
-            fit_time=float(np.mean(cvres["fit_time"])),
-            predict_time=float(np.mean(cvres["score_time"])),
-        )
-        fitted_parts[name] = (extractor, features, head)
         _log(
             verbose,
-            f"    {scoring} {row['mean']:.3f} +- {row['std']:.3f} "
-            f"(fit {row['fit_time']:.2f} s per fold)",
+            f"note: the smallest class has {counts.min()} images; using "
+            f"{counts.min()} folds instead of {n_splits}.",
+        )
+        n_splits = int(counts.min())
+    splitter = StratifiedKFold(n_splits, shuffle=True, random_state=random_state)
+    return list(splitter.split(np.zeros((len(y), 1)), y))
+
+
+class _SharedInputs:
+    """What strategies consume, computed once per run and shared by them all.
+
+    Codes strategies get ``(fitted extractor, codes of all images)`` per
+    ``(layer, pooling)``; the pixel baseline gets its pixels; fine-tuning
+    strategies get the images. The only cache of a run.
+    """
+
+    def __init__(self, X, images, ctx, verbose):
+        self.X = X
+        self.images = images
+        self.ctx = ctx
+        self.verbose = verbose
+        self._store = {}  # key -> (transformer fitted, features, seconds)
+
+    @cached_property
+    def earlier(self):
+        """The backbone's "earlier layer", resolved once."""
+        return earlier_layer(self.ctx.model, self.ctx.weights)
+
+    def for_strategy(self, strat):
+        """``(transformer or None, features, layer text, extraction seconds)``."""
+        if strat.kind == "codes":
+            layer = self.earlier if strat.layer == EARLIER else strat.layer
+            layer = None if layer == PENULTIMATE else layer
+            key = ("codes", layer, (strat.pooling or "avg") if layer else None)
+            transformer, features, seconds = self._get(key)
+            return transformer, features, _key_name(key), seconds
+        if strat.kind == "pixels":
+            size = _pixel_size(self.images)
+            transformer, features, _ = self._get(("pixels", size))
+            return transformer, features, f"pixels {size}x{size}", 0.0
+        return None, self.X, None, 0.0
+
+    def _get(self, key):
+        if key not in self._store:
+            ts = time.perf_counter()
+            if key[0] == "codes":
+                transformer = self.extractor(layer=key[1], pooling=key[2] or "avg")
+            else:
+                transformer = PixelFeatures(size=key[1])
+            features = transformer.fit(self.X).transform(self.X)
+            self._store[key] = (transformer, features, time.perf_counter() - ts)
+            if key[0] == "codes":
+                _log(
+                    self.verbose,
+                    f"    codes {_key_name(key)}: {features.shape[1]} features, "
+                    f"{self._store[key][2]:.1f} s (shared by later strategies)",
+                )
+        return self._store[key]
+
+    def extractor(self, layer=None, pooling="avg"):
+        """A ``CNNFeatureExtractor`` (unfitted) for the run's backbone."""
+        ctx = self.ctx
+        return CNNFeatureExtractor(
+            model=ctx.model,
+            weights=ctx.weights,
+            layer=layer,
+            pooling=pooling,
+            input_size=ctx.input_size,
+            device=ctx.device,
+            precision=ctx.precision,
+            verbose=int(self.verbose >= 2),
         )
 
-    info = {
-        "scoring": scoring
-        if isinstance(scoring, str)
-        else getattr(scoring, "__name__", "score"),
-        "n_splits": len(splits),
-        "n_samples": len(y),
-        "n_classes": len(classes),
-        "model": model_display_name(model),
-        "weights": weights if isinstance(weights, (str, type(None))) else str(weights),
-        "input_size": _input_size_text(codes_cache, input_size),
-        "strategies": "auto" if automatic else ",".join(names),
-        "random_state": random_state,
-        "extractions": {_key_name(k): v[2] for k, v in codes_cache.items()},
+    def transformers(self):
+        """The fitted transformers (extractors, pixel features) of this run."""
+        return [transformer for transformer, _, _ in self._store.values()]
+
+    def extractions(self):
+        """``{layer text: seconds}`` of the codes extracted."""
+        return {_key_name(k): v[2] for k, v in self._store.items() if k[0] == "codes"}
+
+    def input_size_text(self):
+        for key, (extractor, _, _) in self._store.items():
+            if key[0] == "codes":
+                h, w = extractor.preprocessing_.input_size
+                return str(h) if h == w else f"{h}x{w}"
+        return "default" if self.ctx.input_size is None else str(self.ctx.input_size)
+
+
+@dataclass
+class _Run:
+    """One strategy's outcome: the report row, and what refitting the winner needs."""
+
+    row: dict
+    transformer: object = None
+    features: object = None
+    head: object = None
+    kind: str = "codes"
+    estimator_params: dict = field(default_factory=dict)
+
+    @classmethod
+    def not_run(cls, strat, status):
+        """A strategy skipped or failed: a report row without scores."""
+        return cls(_row(strat, status), kind=strat.kind)
+
+    def refit(self, y):
+        """The winner as one estimator taking images, fitted without re-extracting."""
+        with _small_head_threads(self.kind):
+            head = clone(self.head).fit(self.features, y)
+        if self.transformer is None:
+            return head
+        name = "cnn" if isinstance(self.transformer, CNNFeatureExtractor) else "pixels"
+        return Pipeline([(name, self.transformer), ("head", head)])
+
+
+def _row(strat, status, layer=None):
+    return {
+        "strategy": strat.name,
+        "kind": strat.kind,
+        "description": strat.description,
+        "layer": layer,
+        "status": status,
+        "mean": float("nan"),
+        "std": float("nan"),
+        "scores": [],
+        "fit_time": float("nan"),
+        "predict_time": float("nan"),
+        "extract_time": 0.0,
     }
-    report = StrategyReport(results, info)
-    if refit and report.best_name_ is not None:
-        _log(verbose, f"refitting {report.best_name_} on all {len(y)} images ...")
-        with _small_head_threads(STRATEGIES[report.best_name_].kind):
-            report.best_estimator_ = _refit(fitted_parts[report.best_name_], y)
-    info["total_time"] = time.perf_counter() - t0
-    return report
+
+
+def _cross_validate(strat, ctx, inputs, y, splits, scoring, n_jobs, verbose):
+    """Score one strategy on the shared folds; a failure is a result, not a crash."""
+    estimator = strat.factory(ctx)
+    try:
+        transformer, features, layer, seconds = inputs.for_strategy(strat)
+        if strat.kind == "finetune":
+            size = getattr(estimator, "input_size", None)
+            layer = f"images at {size} px" if size else "images"
+        with _small_head_threads(strat.kind):
+            cvres = cross_validate(
+                estimator,
+                features,
+                y,
+                cv=splits,
+                scoring=scoring,
+                n_jobs=n_jobs,
+                error_score="raise",
+            )
+    except Exception as exc:  # noqa: BLE001 - one strategy failing is a result
+        msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+        _log(verbose, f"    failed: {msg}")
+        return _Run.not_run(strat, f"failed ({type(exc).__name__}: {msg})")
+    scores = np.asarray(cvres["test_score"], dtype=float)
+    row = _row(strat, "ok", layer)
+    row.update(
+        scores=scores.tolist(),
+        mean=float(scores.mean()),
+        std=float(scores.std()),
+        fit_time=float(np.mean(cvres["fit_time"])),
+        predict_time=float(np.mean(cvres["score_time"])),
+        extract_time=seconds,
+    )
+    _log(
+        verbose,
+        f"    {_scoring_name(scoring)} {row['mean']:.3f} +- {row['std']:.3f} "
+        f"(fit {row['fit_time']:.2f} s per fold)",
+    )
+    return _Run(
+        row,
+        transformer,
+        features,
+        estimator,
+        strat.kind,
+        estimator.get_params(deep=False),
+    )
+
+
+def _resolve_runtime(ctx):
+    """``{"device": ..., "precision": ...}`` the networks will run in."""
+    device = resolve_device(ctx.device)
+    autocast = resolve_precision(ctx.precision, device)
+    precision = "fp32" if autocast is None else str(autocast).split(".")[-1]
+    return {"device": str(device), "precision": precision}
+
+
+def _run_info(ctx, runtime, inputs, splits, scoring, strategies, names, runs):
+    """The report's metadata: data, backbone, runtime, versions, seeds."""
+    engines = {
+        run.estimator_params["engine"]
+        for run in runs
+        if "engine" in run.estimator_params
+    }
+    engines |= {
+        t.get_params()["engine"]
+        for t in inputs.transformers()
+        if "engine" in t.get_params()
+    }
+    automatic = isinstance(strategies, str) and strategies.strip() in ("auto", "all")
+    return {
+        "scoring": _scoring_name(scoring),
+        "n_splits": len(splits),
+        "n_samples": ctx.n_samples,
+        "n_classes": ctx.n_classes,
+        "model": model_display_name(ctx.model),
+        "weights": ctx.weights
+        if isinstance(ctx.weights, (str, type(None)))
+        else str(ctx.weights),
+        "input_size": inputs.input_size_text(),
+        "strategies": strategies.strip() if automatic else ",".join(names),
+        **runtime,
+        "engine": ",".join(sorted(map(str, engines))) if engines else None,
+        "random_state": ctx.random_state,
+        "seeds": {"folds": ctx.random_state, "estimators": ctx.random_state},
+        "versions": library_versions(),
+        "extractions": inputs.extractions(),
+    }
+
+
+# ---------------------------------------------------------------------- helpers
+def _scoring_name(scoring):
+    if isinstance(scoring, str):
+        return scoring
+    return getattr(scoring, "__name__", "score")
 
 
 def _small_head_threads(kind):
@@ -355,23 +488,25 @@ def _small_head_threads(kind):
     return threadpool_limits(1, user_api="blas")
 
 
-def _input_size_text(codes_cache, input_size):
-    for extractor, _, _ in codes_cache.values():
-        h, w = extractor.preprocessing_.input_size
-        return str(h) if h == w else f"{h}x{w}"
-    return "default" if input_size is None else str(input_size)
-
-
 def _key_name(key):
-    layer, pooling = key
+    _, layer, pooling = key
     return "penultimate" if layer is None else f"{layer}/{pooling}"
 
 
-def _refit(parts, y):
-    """The winner as one estimator taking images, fitted without re-extracting."""
-    extractor, features, head = parts
-    head = clone(head).fit(features, y)
-    if extractor is None:
-        return head
-    name = "cnn" if isinstance(extractor, CNNFeatureExtractor) else "pixels"
-    return Pipeline([(name, extractor), ("head", head)])
+def _indexable(X):
+    """Images in a form sklearn's splitters can index (arrays or object arrays)."""
+    if isinstance(X, np.ndarray):
+        return X
+    if hasattr(X, "to_numpy") or hasattr(X, "__array__") and not isinstance(X, list):
+        return np.asarray(X)
+    items = list(X)
+    out = np.empty(len(items), dtype=object)
+    for i, x in enumerate(items):
+        out[i] = x
+    return out
+
+
+def _pixel_size(images):
+    """Side of the pixel baseline: the images' own, at most 32 px."""
+    shape = images.image_shape
+    return int(min(32, max(shape))) if shape is not None else 32

@@ -25,6 +25,7 @@ from sklearn.utils.validation import (
     validate_data,
 )
 
+from ._doclink import DocLinkMixin
 from ._labels import (
     check_label_kind,
     check_no_missing_labels,
@@ -124,7 +125,7 @@ class _FewShotMixin:
         return tags
 
 
-class PrototypeClassifier(_FewShotMixin, ClassifierMixin, BaseEstimator):
+class PrototypeClassifier(DocLinkMixin, _FewShotMixin, ClassifierMixin, BaseEstimator):
     """Nearest-prototype classifier on feature vectors (few-shot, no training).
 
     Each class is summarized by one prototype: the mean of its L2-normalized
@@ -305,7 +306,9 @@ def _entropy(logp, weight):
     return (h * weight).sum() / weight.sum()
 
 
-class CosineSoftmaxClassifier(_FewShotMixin, ClassifierMixin, BaseEstimator):
+class CosineSoftmaxClassifier(
+    DocLinkMixin, _FewShotMixin, ClassifierMixin, BaseEstimator
+):
     """Prototype classifier fine-tuned on the support set (cosine softmax head).
 
     Logits are ``scale * cos(w_c, q) + b_c``: the rows ``w_c`` of ``W`` and the

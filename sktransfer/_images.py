@@ -1,10 +1,18 @@
 """Turning user images (arrays, PIL images, file paths) into normalized batches.
 
 Everything a user may call "images" becomes an :class:`ImageData`: an indexable,
-validated view that decodes lazily. :class:`Preprocessor` resizes, converts channels
-and normalizes per the backbone's :class:`~sktransfer._backbones.Preprocessing`, and
-:func:`iter_batches` streams batches so memory is bounded by the batch, never by the
-dataset.
+validated view that decodes lazily. :class:`Preprocessor` resizes (``"squash"`` or
+``"crop"``), converts channels and normalizes per the backbone's
+:class:`~sktransfer._backbones.Preprocessing`, and :func:`iter_batches` streams
+batches so memory is bounded by the batch, never by the dataset.
+
+Files and PIL images take the photo path (:meth:`Preprocessor.load`): JPEGs are
+decoded at a reduced DCT scale, every image is turned upright per its EXIF
+orientation, and 8-bit images larger than the target are resized in uint8 by PIL
+before any float conversion, so memory per image is bounded by the target size.
+Arrays, and images that are only upsampled, take the tensor path (float resize
+by torch), so a small image gives the same codes as a file, a PIL image or an
+array.
 """
 
 from __future__ import annotations
@@ -15,9 +23,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ImageData", "Preprocessor", "check_images", "iter_batches"]
+__all__ = [
+    "ImageData",
+    "Preprocessor",
+    "check_images",
+    "iter_batches",
+    "resolve_num_workers",
+]
 
 _CHANNELS = (1, 3, 4)
+RESIZE_MODES = ("squash", "crop")
 _HINT_SHAPES = (
     "Images must be a (n, h, w) grayscale array, an (n, h, w, c) or (n, c, h, w) array "
     "with c in {1, 3, 4}, a list of PIL images or arrays, or a list of image file paths"
@@ -82,7 +97,7 @@ def _pil_to_array(img):
         a = np.asarray(img, dtype=np.float32)
         return (a / (65535.0 if a.max(initial=0) > 255 else 255.0))[..., None]
     if mode == "F":
-        a = np.asarray(img, dtype=np.float32)
+        a = np.array(img, dtype=np.float32)  # writable: torch shares it
         return (a / 255.0 if a.max(initial=0) > 1 else a)[..., None]
     if mode == "L":
         return np.asarray(img, dtype=np.float32)[..., None] / 255.0
@@ -91,20 +106,156 @@ def _pil_to_array(img):
     return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
 
 
-def _open_image(path):
-    from PIL import Image, UnidentifiedImageError
+class _PixelError(ValueError):
+    """Bad pixel values in a decoded image (raised as is, never re-wrapped)."""
 
+
+_ORIENTATION = 0x0112  # EXIF tag
+_HIGH_DEPTH = ("I", "F")  # + "I;16*": decoded to float, resized with torch
+
+
+def _orientation(img):
     try:
-        with Image.open(path) as img:
-            img.load()
-            return _pil_to_array(img)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image file {str(path)!r} does not exist.") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise ValueError(
-            f"cannot read image file {str(path)!r} ({type(exc).__name__}: {exc}). Is "
-            f"it a complete image file?"
-        ) from None
+        o = int(img.getexif().get(_ORIENTATION, 1))
+    except Exception:  # a broken EXIF block must not make the image unreadable
+        return 1
+    return o if 1 <= o <= 8 else 1
+
+
+def _upright(img):
+    """``img`` turned as its EXIF orientation says (phones store portraits sideways)."""
+    if _orientation(img) == 1:
+        return img
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(img)
+
+
+def _resample(interpolation):
+    from PIL import Image
+
+    return {
+        "bilinear": Image.Resampling.BILINEAR,
+        "bicubic": Image.Resampling.BICUBIC,
+        "nearest": Image.Resampling.NEAREST,
+    }[interpolation]
+
+
+def _check_finite(a, what):
+    if not np.isfinite(a).all():
+        raise _PixelError(
+            f"{what} contains NaN or infinite pixel values; clean or impute them "
+            f"before extracting features."
+        )
+
+
+def _draft(img, p):
+    """Ask a JPEG decoder for the smallest DCT scale that still covers the target.
+
+    libjpeg decodes at 1/2, 1/4 or 1/8 scale for a fraction of the work and
+    memory; the size asked for is what :meth:`Preprocessing.resize_plan` resizes
+    to, so the result is never upsampled. Other formats ignore this.
+    """
+    if getattr(img, "format", None) != "JPEG":
+        return
+    w, h = img.size
+    turned = _orientation(img) in (5, 6, 7, 8)
+    if turned:
+        w, h = h, w
+    (nh, nw), _ = p.resize_plan(h, w)
+    size = (nh, nw) if turned else (nw, nh)
+    img.draft("L" if p.in_chans == 1 else "RGB", size)
+
+
+def _pil_to_target(img, p, what):
+    """Upright PIL image -> ``(ready, raw)`` float (c, h, w) tensors in [0, 1].
+
+    An 8-bit image larger than its resize target is converted to ``L`` / ``RGB``
+    and resized (and cropped) in uint8 by PIL with the weights' interpolation,
+    so memory is bounded by the target size: ``ready`` is at ``p``'s size and
+    ``raw`` is None. 16-bit and float images (precision kept) and images no
+    larger than the target (only upsampled: their float copy is smaller than
+    the target's, and their codes equal those of the same pixels given as an
+    array) come back as ``raw``, the whole image checked finite, for
+    :meth:`Preprocessor.resize`; ``ready`` is then None.
+    """
+    (nh, nw), (top, left) = p.resize_plan(img.height, img.width)
+    high_depth = img.mode in _HIGH_DEPTH or img.mode.startswith("I;16")
+    if high_depth or (img.width <= nw and img.height <= nh):
+        a = _pil_to_array(img)
+        _check_finite(a, what)
+        return None, _to_chw_tensor(a)
+    if p.in_chans == 1 or img.mode in ("1", "L", "LA", "La"):
+        img = img.convert("L")
+    elif img.mode != "RGB":
+        img = img.convert("RGB")
+    if img.size != (nw, nh):
+        img = img.resize((nw, nh), _resample(p.interpolation))
+    th, tw = p.input_size
+    if (nh, nw) != (th, tw):
+        img = img.crop((left, top, left + tw, top + th))
+    a = np.array(img)  # a small (target-size) writable copy that torch can own
+    t = torch.from_numpy(a[..., None] if a.ndim == 2 else a)
+    return t.permute(2, 0, 1).float().div_(255.0), None
+
+
+class _ReadErrors:
+    """Context manager turning every decoding failure into one clear error."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc is None or isinstance(exc, _PixelError):
+            return False
+        from PIL import Image, UnidentifiedImageError
+
+        if isinstance(exc, FileNotFoundError):
+            raise FileNotFoundError(
+                f"image file {self.path!r} does not exist."
+            ) from None
+        if isinstance(exc, Image.DecompressionBombError):
+            raise ValueError(
+                f"image file {self.path!r} is too large to decode safely ({exc}). If "
+                f"you trust the file, raise Pillow's limit before transforming: "
+                f"PIL.Image.MAX_IMAGE_PIXELS = None (or a larger pixel count)."
+            ) from None
+        if isinstance(exc, (UnidentifiedImageError, OSError, SyntaxError, ValueError)):
+            raise ValueError(
+                f"cannot read image file {self.path!r} ({type(exc).__name__}: {exc}). "
+                f"Is it a complete image file?"
+            ) from None
+        return False
+
+
+def _open_image(path):
+    """An image file -> float32 (h, w, c) array in [0, 1], upright, full size."""
+    from PIL import Image
+
+    with _ReadErrors(path), Image.open(path) as img:
+        img.load()
+        a = _pil_to_array(_upright(img))
+    _check_finite(a, f"image file {str(path)!r}")
+    return a
+
+
+def _decode_file(path, p):
+    """An image file -> ``(ready, raw)`` as :func:`_pil_to_target` returns them.
+
+    JPEGs are decoded at a reduced DCT scale (:func:`_draft`), every file is
+    turned upright per its EXIF orientation, and 8-bit images are resized in
+    uint8: no full-resolution float copy of a photo is ever made.
+    """
+    from PIL import Image
+
+    what = f"image file {str(path)!r}"
+    with _ReadErrors(path), Image.open(path) as img:
+        _draft(img, p)
+        img.load()
+        return _pil_to_target(_upright(img), p, what)
 
 
 def _hwc_from_single(a, i, raw=False):
@@ -162,8 +313,10 @@ class ImageData:
         item = self.items[i]
         if self.kind == "paths":
             return _to_chw_tensor(_open_image(item))
-        if hasattr(item, "mode") and hasattr(item, "convert"):
-            return _to_chw_tensor(_pil_to_array(item))
+        if _is_pil(item):
+            a = _pil_to_array(_upright(item))
+            _check_finite(a, f"image {i}")
+            return _to_chw_tensor(a)
         return _to_chw_tensor(_hwc_from_single(item, i, self.raw))
 
     def get_batch(self, indices):
@@ -195,6 +348,10 @@ def _to_chw_tensor_batch(a):
 
 def _is_path(x):
     return isinstance(x, (str, os.PathLike))
+
+
+def _is_pil(x):
+    return hasattr(x, "mode") and hasattr(x, "convert")
 
 
 def check_images(X, *, input_shape=None, check_files=True, pixel_range="auto"):
@@ -331,24 +488,56 @@ class Preprocessor:
         self.std = torch.tensor(_expand(preprocessing.std, c)).view(1, c, 1, 1)
 
     def resize(self, x):
-        """(b, c, h, w) or (c, h, w) float -> same at the target size, c matched."""
+        """(b, c, h, w) or (c, h, w) float -> same at the target size, c matched.
+
+        The tensor path (arrays): resized with ``F.interpolate`` (antialiased, as
+        PIL does), then centre-cropped when ``resize="crop"``.
+        """
         single = x.ndim == 3
         if single:
             x = x[None]
         x = _match_channels(x, self.p.in_chans)
-        size = tuple(self.p.input_size)
-        if tuple(x.shape[-2:]) != size:
+        (nh, nw), (top, left) = self.p.resize_plan(*x.shape[-2:])
+        if tuple(x.shape[-2:]) != (nh, nw):
             mode = self.p.interpolation
             x = F.interpolate(
                 x,
-                size=size,
+                size=(nh, nw),
                 mode=mode,
                 align_corners=False if mode != "nearest" else None,
                 antialias=mode != "nearest",
             )
             if mode == "bicubic":
                 x = x.clamp_(0, 1)
+        th, tw = self.p.input_size
+        if (nh, nw) != (th, tw):
+            x = x[..., top : top + th, left : left + tw]
         return x[0] if single else x
+
+    def load(self, images, i):
+        """Image ``i`` of an :class:`ImageData` as a (c, H, W) float tensor in [0, 1].
+
+        Files and PIL images take the uint8 PIL path (reduced JPEG decoding, EXIF
+        orientation, resize before any float conversion); arrays the tensor path.
+        """
+        if images.kind == "array":
+            return self.resize(images.get_batch([i]))[0]
+        item = images.items[i]
+        if images.kind == "paths":
+            ready, raw = _decode_file(item, self.p)
+        elif _is_pil(item):
+            ready, raw = _pil_to_target(_upright(item), self.p, f"image {i}")
+        else:
+            return self.resize(images.get(i))
+        if raw is not None:
+            return self.resize(raw)
+        return _match_channels(ready[None], self.p.in_chans)[0]
+
+    def load_batch(self, images, indices):
+        """Images ``indices`` as a (b, c, H, W) float tensor in [0, 1]."""
+        if images.kind == "array":
+            return self.resize(images.get_batch(indices))
+        return torch.stack([self.load(images, i) for i in indices])
 
     def normalize(self, x):
         """Scale [0, 1] pixels of a (b, c, h, w) batch by the weights' mean / std."""
@@ -387,6 +576,25 @@ def _match_channels(x, c):
     raise ValueError(f"cannot convert {x.shape[1]}-channel images to {c} channels.")
 
 
+class _DecodeFailure:
+    """An error raised in a DataLoader worker, carried to the main process.
+
+    torch re-raises worker errors wrapped in "Caught ValueError in DataLoader
+    worker process 0" with the message buried in a traceback; the user must get
+    the same clear error as without workers.
+    """
+
+    def __init__(self, exc):
+        self.type = type(exc) if isinstance(exc, (ValueError, OSError)) else None
+        self.message = str(exc)
+        self.exc = None if self.type is not None else exc
+
+    def reraise(self):
+        if self.type is not None:
+            raise self.type(self.message)
+        raise self.exc
+
+
 class _ResizedDataset(torch.utils.data.Dataset):
     """Decodes and resizes one image per item (runs in DataLoader workers)."""
 
@@ -399,32 +607,79 @@ class _ResizedDataset(torch.utils.data.Dataset):
         return len(self.images)
 
     def __getitem__(self, i):
-        x = self.pre.resize(self.images.get(i))
+        try:
+            x = self.pre.load(self.images, i)
+        except (ValueError, OSError, TypeError) as exc:
+            return _DecodeFailure(exc)
         if self.transform is not None:
             x = self.transform(x)
         return x
+
+
+def _collate(items):
+    for x in items:
+        if isinstance(x, _DecodeFailure):
+            return x
+    return torch.stack(items)
+
+
+def available_cores():
+    """CPU cores this process may use (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - macOS, Windows
+        return os.cpu_count() or 1
+
+
+_AUTO_MIN_IMAGES = 32  # below one batch, starting worker processes costs more
+
+
+def resolve_num_workers(num_workers, images):
+    """The DataLoader worker count for decoding ``images``.
+
+    ``"auto"``: no workers for arrays (converted a batch at a time in this
+    process) or fewer than 32 images; otherwise one worker per core beyond the
+    first, at least one and at most 4, so decoding overlaps the network.
+    """
+    if num_workers != "auto":
+        return int(num_workers)
+    if images.kind == "array" or len(images) < _AUTO_MIN_IMAGES:
+        return 0
+    if images.kind == "list" and not any(_is_pil(x) for x in images.items):
+        return 0
+    cores = available_cores()
+    if cores < 2:
+        return 0
+    return min(4, max(1, cores - 1))
 
 
 def iter_batches(images, preprocessor, batch_size, *, num_workers=0, indices=None):
     """Yield normalized (b, c, H, W) float32 batches in order.
 
     Stacked arrays are converted a batch at a time in this process; files and
-    PIL images are decoded and resized per image, in ``num_workers`` DataLoader
-    worker processes when ``num_workers > 0``.
+    PIL images are decoded and resized per image (:meth:`Preprocessor.load`), in
+    DataLoader worker processes when ``num_workers`` (an int, or ``"auto"``: see
+    :func:`resolve_num_workers`) asks for them. A decoding error in a worker is
+    raised here unchanged (same type, same message naming the file).
     """
     if indices is not None:
         images = images.subset(indices)
     n = len(images)
-    if images.kind != "array" and num_workers > 0:
+    workers = resolve_num_workers(num_workers, images)
+    if images.kind != "array" and workers > 0:
         loader = torch.utils.data.DataLoader(
             _ResizedDataset(images, preprocessor),
             batch_size=batch_size,
             shuffle=False,
-            num_workers=num_workers,
+            num_workers=workers,
+            collate_fn=_collate,
             persistent_workers=False,
         )
         for batch in loader:
+            if isinstance(batch, _DecodeFailure):
+                batch.reraise()
             yield preprocessor.normalize(batch)
         return
     for start in range(0, n, batch_size):
-        yield preprocessor(images.get_batch(range(start, min(start + batch_size, n))))
+        idx = range(start, min(start + batch_size, n))
+        yield preprocessor.normalize(preprocessor.load_batch(images, idx))

@@ -7,7 +7,30 @@ import math
 
 import numpy as np
 
-__all__ = ["StrategyReport"]
+__all__ = ["StrategyReport", "library_versions"]
+
+_VERSIONED = ("sktransfer", "torch", "torchvision", "timm", "sklearn", "numpy")
+
+
+def library_versions():
+    """``{library: version}`` of the libraries a result depends on.
+
+    Examples
+    --------
+    >>> from sktransfer._report import library_versions
+    >>> sorted(library_versions())
+    ['numpy', 'sklearn', 'sktransfer', 'timm', 'torch', 'torchvision']
+    """
+    import importlib
+
+    versions = {}
+    for name in _VERSIONED:
+        try:
+            versions[name] = str(importlib.import_module(name).__version__)
+        except ImportError:
+            versions[name] = None
+    return versions
+
 
 _COLUMNS = (
     "strategy",
@@ -41,7 +64,10 @@ class StrategyReport:
         The winner refit on all data, taking images (for codes strategies a
         ``Pipeline(CNNFeatureExtractor, head)``).
     info_ : dict
-        Scoring, number of folds, samples and classes, backbone, total time.
+        Scoring, number of folds, samples and classes, backbone, input size,
+        ``device`` and ``precision`` the networks ran in, ``engine`` (when the
+        estimators have one), ``versions`` of the libraries, ``seeds`` (of the
+        folds and the estimators), seconds per extraction, total time.
     """
 
     def __init__(self, results, info, best_estimator=None):
@@ -90,41 +116,70 @@ class StrategyReport:
         return pd.DataFrame([{c: r.get(c) for c in cols} for r in self.results_])
 
     def to_csv(self, path):
-        """Write the table to ``path`` as CSV (no pandas needed)."""
+        """Write the table to ``path`` as CSV (no pandas needed).
+
+        One row per strategy; ``fold_0``, ``fold_1``, ... hold the per-fold
+        scores, and the run's metadata (device, precision, engine, seeds,
+        versions) closes each row as ``info_`` columns, so the file stands alone.
+        """
         import csv
 
-        cols = ["rank", *_COLUMNS, "layer", "scores"]
+        n_folds = max([len(r.get("scores") or []) for r in self.results_] + [0])
+        folds = [f"fold_{i}" for i in range(n_folds)]
+        meta = _csv_metadata(self.info_)
+        cols = ["rank", *_COLUMNS, "layer", *folds, *meta]
         with open(path, "w", newline="", encoding="utf-8") as f:
             writer = csv.writer(f)
             writer.writerow(cols)
             for r in self.results_:
-                row = [r.get(c) for c in cols]
-                row[-1] = " ".join(f"{s:.4f}" for s in (r.get("scores") or []))
-                writer.writerow(row)
+                scores = list(r.get("scores") or [])
+                scores += [None] * (n_folds - len(scores))
+                row = [r.get(c) for c in ["rank", *_COLUMNS, "layer"]]
+                writer.writerow(row + scores + list(meta.values()))
 
     def plot(self, ax=None):
-        """Horizontal bar chart of mean score with std error bars; returns the Axes."""
+        """Bars of the mean score, with every fold's score as a point.
+
+        The score axis starts at chance level (``1 / n_classes`` for accuracy
+        scores) or at 0, never at a truncated value, so bar lengths compare
+        honestly; a dashed line marks chance. Returns the Axes.
+        """
         import matplotlib.pyplot as plt
 
         ok = [r for r in self.results_ if r["status"] == "ok"][::-1]
         if ax is None:
             _, ax = plt.subplots(figsize=(7.5, 0.45 * max(len(ok), 2) + 1.3))
+        info = self.info_
         names = [r["strategy"] for r in ok]
-        means = [r["mean"] for r in ok]
-        stds = [r["std"] for r in ok]
+        means = np.array([r["mean"] for r in ok], dtype=float)
+        folds = [np.asarray(r["scores"], dtype=float) for r in ok]
+        all_scores = np.concatenate([means, *folds]) if ok else np.zeros(1)
+        chance = _chance_level(info)
+        base = 0.0
+        if chance is not None and all_scores.min() >= chance:
+            base = chance
+        elif all_scores.min() < 0:
+            base = float(all_scores.min()) - 0.05
         colors = ["grey" if r["kind"] == "pixels" else "C0" for r in ok]
         if ok and ok[-1]["strategy"] == self.best_name_:
             colors[-1] = "C2"
-        ax.barh(names, means, xerr=stds, color=colors, capsize=3)
-        for i, (m, s) in enumerate(zip(means, stds, strict=True)):
-            ax.text(m + s + 0.005, i, f"{m:.3f}", va="center", fontsize=9)
-        if means:
-            lo = min(m - s for m, s in zip(means, stds, strict=True))
-            hi = max(m + s for m, s in zip(means, stds, strict=True))
-            ax.set_xlim(max(0.0, lo - 0.05) if lo > 0 else lo - 0.05, hi + 0.06)
-        info = self.info_
+        ax.barh(names, means - base, left=base, color=colors, alpha=0.8)
+        rng = np.random.default_rng(0)
+        for i, scores in enumerate(folds):
+            jitter = rng.uniform(-0.15, 0.15, len(scores))
+            ax.scatter(scores, i + jitter, s=14, color="k", zorder=3, lw=0)
+        top = float(all_scores.max())
+        for i, (m, scores) in enumerate(zip(means, folds, strict=True)):
+            x = max(m, float(scores.max()) if len(scores) else m)
+            ax.text(x + 0.01, i, f"{m:.3f}", va="center", fontsize=9)
+        if chance is not None and base == chance:
+            ax.axvline(chance, color="k", ls="--", lw=0.8)
+            ax.text(chance, len(ok) - 0.4, " chance", fontsize=8, va="bottom")
+        upper = 1.0 if chance is not None and top <= 1.0 else top
+        ax.set_xlim(base, upper + 0.08 * max(upper - base, 1e-3))
         ax.set_xlabel(
-            f"{info.get('scoring')} ({info.get('n_splits')}-fold CV, mean +- std)"
+            f"{info.get('scoring')} ({info.get('n_splits')}-fold CV: bar = mean, "
+            f"dots = folds)"
         )
         ax.set_title(
             f"{info.get('model')}: {info.get('n_samples')} images, "
@@ -193,6 +248,29 @@ class StrategyReport:
 
     def __repr__(self):
         return self.format_table()
+
+
+_CHANCE_SCORERS = ("accuracy", "balanced_accuracy", "top_k_accuracy")
+
+
+def _chance_level(info):
+    """``1 / n_classes`` for accuracy scores, else None (chance unknown)."""
+    n = info.get("n_classes")
+    if info.get("scoring") in _CHANCE_SCORERS and n:
+        return 1.0 / n
+    return None
+
+
+def _csv_metadata(info):
+    """The run's metadata as flat ``{column: value}`` for the CSV."""
+    meta = {}
+    for key in ("device", "precision", "engine", "model", "weights", "input_size"):
+        meta[key] = info.get(key)
+    for key, value in (info.get("seeds") or {}).items():
+        meta[f"seed_{key}"] = value
+    for key, value in (info.get("versions") or {}).items():
+        meta[f"{key}_version"] = value
+    return meta
 
 
 def _plain(v):

@@ -9,9 +9,16 @@ One owner for the runtime policy that both image estimators (and the CLI) share:
   :func:`force_cpu_bf16` (or the ``SKTRANSFER_CPU_BF16`` environment variable)
   overrides that detection, so that every code path chosen from it can be
   tested on any machine;
+* :func:`resolve_engine` turns ``engine="auto"`` into ONNX Runtime (fp32 on the
+  CPU) or torch (CUDA, reduced precision), and :func:`engine_cache_dir` says
+  where exported graphs are kept on disk; :mod:`sktransfer._engine` is the
+  mechanism that runs that choice (export, validation, fallbacks with a
+  warning). It is a module of its own because it is the heavy half (ONNX
+  export, ONNX Runtime sessions) while this module stays a cheap import for
+  everything else; it imports this one, never the reverse;
 * :func:`process_cache` / :func:`clear_caches`: the process-wide caches (loaded
-  networks, inference engines, weight digests, cache indexes) are registered
-  here, and one call empties them all.
+  networks, inference engines, ONNX Runtime sessions, weight digests, cache
+  indexes) are registered here, and one call empties them all.
 
 ``precision="auto"`` never trades accuracy for speed on its own: on the CPU it is
 fp32 whatever the instructions. bf16 is an explicit choice (its measured cost is
@@ -30,9 +37,11 @@ import torch
 __all__ = [
     "clear_caches",
     "cpu_has_fast_bf16",
+    "engine_cache_dir",
     "force_cpu_bf16",
     "process_cache",
     "resolve_device",
+    "resolve_engine",
     "resolve_precision",
     "training_autocast",
 ]
@@ -190,3 +199,78 @@ def clear_caches():
     with _REGISTRY_LOCK:
         for cache in _REGISTRY.values():
             cache.clear()
+
+
+# ------------------------------------------------------------------------ engines
+ENGINES = ("auto", "onnxruntime", "torch")
+_ENV_ENGINE = "SKTRANSFER_ENGINE"
+_ENV_CACHE = "SKTRANSFER_CACHE_DIR"
+
+
+def resolve_engine(engine, device, autocast):
+    """Which engine runs inference: ``"onnxruntime"`` or ``"torch"``.
+
+    ``"auto"`` is ONNX Runtime on the CPU in fp32 (a graph exported from the
+    network: 4.1x a careful fp32 eager loop for EfficientNet-Lite0 on a 2-core
+    AMD EPYC with avx512_bf16, codes within 2.4e-6 of their scale, the same
+    downstream accuracy; see ``benchmarks/extract_throughput.py``)
+    and torch everywhere else: on CUDA (with autocast, channels_last and pinned
+    memory) and whenever reduced precision (``autocast`` not None) is asked for,
+    which only torch honours. The environment variable ``SKTRANSFER_ENGINE``
+    (``torch`` / ``onnxruntime``) overrides what ``"auto"`` means, for tests and
+    for comparing engines on one's own data.
+
+    Parameters
+    ----------
+    engine : {"auto", "onnxruntime", "torch"}
+    device : torch.device
+    autocast : torch.dtype or None
+        The autocast dtype from :func:`resolve_precision` (None is fp32).
+
+    Returns
+    -------
+    kind : {"onnxruntime", "torch"}
+        The preferred engine. Building it may still fall back to torch (export
+        failure, disagreement with the network, onnxruntime missing, a CUDA
+        device); :mod:`sktransfer._engine` warns when it does.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}.")
+    if engine == "auto":
+        forced = os.environ.get(_ENV_ENGINE, "").strip().lower()
+        if forced in ("torch", "onnxruntime"):
+            engine = forced
+        elif forced not in ("", "auto"):
+            raise ValueError(
+                f"{_ENV_ENGINE}={forced!r}: use 'torch', 'onnxruntime' or 'auto'."
+            )
+    if autocast is not None:
+        if engine == "onnxruntime":
+            raise ValueError(
+                f"engine='onnxruntime' runs fp32 graphs, but the precision asks "
+                f"for {str(autocast).replace('torch.', '')} autocast. Use "
+                f"engine='torch' (or 'auto') for reduced precision, or "
+                f"precision='fp32'."
+            )
+        return "torch"
+    if engine == "auto":
+        return "onnxruntime" if device.type == "cpu" else "torch"
+    return engine
+
+
+def engine_cache_dir():
+    """Directory of exported ONNX graphs (created when first written).
+
+    ``$SKTRANSFER_CACHE_DIR/onnx`` when that variable is set, else
+    ``$XDG_CACHE_HOME/sktransfer/onnx`` (``~/.cache/sktransfer/onnx``). A graph is
+    keyed by the digest of the weights, the requested outputs, the input size and
+    the torch / onnx / onnxruntime versions, so a second process, or a later
+    run, loads it instead of exporting again.
+    """
+    from pathlib import Path
+
+    root = os.environ.get(_ENV_CACHE, "").strip()
+    if not root:
+        base = os.environ.get("XDG_CACHE_HOME", "").strip() or "~/.cache"
+        root = os.path.join(base, "sktransfer")
+    return Path(root).expanduser() / "onnx"

@@ -1,17 +1,16 @@
-"""The strategy registry of compare_strategies, and the pixel baseline.
+"""The strategy registry of compare_strategies, name parsing, and the pixel baseline.
 
 Each strategy is a name, a description, a kind (``"pixels"``, ``"codes"``,
-``"finetune"``) and a factory returning a scikit-learn estimator. Classes built in
-other modules (FineTunedClassifier, PrototypeClassifier, CosineSoftmaxClassifier)
-are imported lazily: when one cannot be imported, its strategies are reported as
-unavailable instead of failing. Kept apart from the driver (``_compare.py``) and the
-report (``_report.py``) to keep modules short.
+``"finetune"``) and a factory taking a :class:`StrategyContext` and returning a
+scikit-learn estimator. This module owns the registry and the parsing of strategy
+selections (``"auto"``, ``"all"``, names); it is public through
+:mod:`sktransfer.model_selection`, which the command line uses too. The driver
+(``_compare.py``) and the report (``_report.py``) live apart.
 """
 
 from __future__ import annotations
 
-import importlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from numbers import Integral
 
 import numpy as np
@@ -29,15 +28,22 @@ from ._backbones import (
     load_backbone,
     model_display_name,
 )
+from ._fewshot import CosineSoftmaxClassifier, PrototypeClassifier
+from ._finetune import FineTunedClassifier
 from ._images import Preprocessor, check_images
 
 __all__ = [
     "STRATEGIES",
     "PixelFeatures",
     "Strategy",
+    "StrategyContext",
     "auto_strategies",
     "available_strategies",
     "earlier_layer",
+    "finetune_input_size",
+    "parse_strategies",
+    "resolve_strategies",
+    "top_blocks",
 ]
 
 PENULTIMATE = "penultimate"
@@ -61,7 +67,7 @@ class PixelFeatures(TransformerMixin, BaseEstimator):
     Examples
     --------
     >>> import numpy as np
-    >>> from sktransfer._strategies import PixelFeatures
+    >>> from sktransfer.model_selection import PixelFeatures
     >>> PixelFeatures(size=8).fit_transform(np.zeros((2, 16, 16), np.uint8)).shape
     (2, 64)
     """
@@ -101,7 +107,7 @@ class PixelFeatures(TransformerMixin, BaseEstimator):
         out = np.empty((len(images), self.n_features_out_), dtype=np.float32)
         for start in range(0, len(images), 256):
             idx = range(start, min(start + 256, len(images)))
-            out[start : idx.stop] = pre(images.get_batch(idx)).flatten(1).numpy()
+            out[start : idx.stop] = pre.load_batch(images, idx).flatten(1).numpy()
         return out
 
     def __sklearn_tags__(self):
@@ -111,27 +117,43 @@ class PixelFeatures(TransformerMixin, BaseEstimator):
 
 
 # --------------------------------------------------------------------- registry
-def _load_class(name):
-    """The public sktransfer class ``name``, or raise ImportError."""
-    for module in ("sktransfer", "sktransfer._finetune", "sktransfer._fewshot"):
-        try:
-            mod = importlib.import_module(module)
-        except ImportError:
-            continue
-        cls = getattr(mod, name, None)
-        if cls is not None:
-            return cls
-    raise ImportError(f"needs {name}, not in this sktransfer installation")
+@dataclass(frozen=True)
+class StrategyContext:
+    """What a strategy's factory may know about the run: the backbone and the data.
 
+    One per :func:`~sktransfer.compare_strategies` call, shared
+    by every strategy; frozen, so no factory can change what the next one sees.
 
-def _make(class_name, **kwargs):
-    """Instantiate a lazily imported estimator; unknown parameters are an error.
+    Attributes
+    ----------
+    model, weights : backbone spec
+        As in :class:`~sktransfer.CNNFeatureExtractor`.
+    input_size : int or None
+        Image size for the backbone (``None``: the weights' own).
+    random_state : int or None
+        Seed of the estimators (and of the folds).
+    n_samples, n_classes : int
+        Size of the data.
+    device, precision : str
+        Where and in which precision networks run (as in the estimators).
 
-    Strict on purpose: a factory passing a name the class does not have would
-    otherwise silently run with the class default.
+    Examples
+    --------
+    >>> from sktransfer.model_selection import STRATEGIES, StrategyContext
+    >>> ctx = StrategyContext("timm/test_efficientnet", None, n_samples=20,
+    ...                       n_classes=2, input_size=32, random_state=0)
+    >>> STRATEGIES["finetune_head"].factory(ctx).train_layers
+    'head'
     """
-    cls = _load_class(class_name)
-    return cls(**kwargs)
+
+    model: object = "efficientnet_lite0"
+    weights: object = "imagenet"
+    input_size: object = None
+    random_state: object = None
+    n_samples: int = 0
+    n_classes: int = 0
+    device: str = "auto"
+    precision: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -145,18 +167,19 @@ class Strategy:
     description : str
         One line saying what the strategy does.
     kind : {"pixels", "codes", "finetune"}
-        How it consumes images (see the module docstring).
+        How it consumes images: a head on resized grayscale pixels, a head on
+        CNN codes of one ``(layer, pooling)`` (extracted once and shared), or an
+        estimator taking the images themselves.
     factory : callable
-        ``factory(ctx) -> estimator``; ``ctx`` is a dict with ``model``,
-        ``weights``, ``input_size``, ``random_state``, ``n_samples``, ``n_classes``.
+        ``factory(ctx) -> estimator`` with ``ctx`` a
+        :class:`~sktransfer.model_selection.StrategyContext`.
         For ``"codes"`` the estimator is the head that sits on the codes.
     layer : str or None
-        ``"penultimate"``, ``"earlier"`` (resolved by :func:`earlier_layer`) or a
+        ``"penultimate"``, ``"earlier"`` (resolved by
+        :func:`~sktransfer.model_selection.earlier_layer`) or a
         module name; ``"codes"`` only.
     pooling : str or None
         Pooling of a named layer's maps; ``"codes"`` only.
-    requires : tuple of str
-        Class names imported lazily; the strategy is unavailable without them.
     """
 
     name: str
@@ -165,21 +188,6 @@ class Strategy:
     factory: object
     layer: str | None = None
     pooling: str | None = None
-    requires: tuple = field(default_factory=tuple)
-
-    def availability(self):
-        """``(True, "")`` or ``(False, reason)``."""
-        for class_name in self.requires:
-            try:
-                _load_class(class_name)
-            except ImportError as exc:
-                return False, str(exc)
-        return True, ""
-
-    @property
-    def available(self):
-        """True when every class the strategy needs can be imported."""
-        return self.availability()[0]
 
 
 def _logreg(ctx):
@@ -222,20 +230,21 @@ def _finetune(train_layers, max_epochs, freeze_epochs=0, pretrained=True):
     def factory(ctx):
         layers = train_layers
         if layers == "top2":
-            layers = top_blocks(ctx["model"], ctx["weights"], 2)
+            layers = top_blocks(ctx.model, ctx.weights, 2)
         kwargs = {}
         if not pretrained:
             kwargs["backbone_lr"] = 1e-3
-        return _make(
-            "FineTunedClassifier",
-            model=ctx["model"],
-            weights=ctx["weights"] if pretrained else None,
+        return FineTunedClassifier(
+            model=ctx.model,
+            weights=ctx.weights if pretrained else None,
             train_layers=layers,
             freeze_epochs=freeze_epochs,
             max_epochs=max_epochs,
             lr=1e-3,
-            input_size=finetune_input_size(ctx["input_size"]),
-            random_state=ctx["random_state"],
+            input_size=finetune_input_size(ctx.input_size),
+            device=ctx.device,
+            precision=ctx.precision,
+            random_state=ctx.random_state,
             verbose=0,  # compare prints its own progress
             **kwargs,
         )
@@ -278,61 +287,55 @@ STRATEGIES = {
             "prototype",
             "penultimate CNN codes + PrototypeClassifier (cosine to class means)",
             "codes",
-            lambda ctx: _make("PrototypeClassifier", metric="cosine", scale=10.0),
+            lambda ctx: PrototypeClassifier(metric="cosine", scale=10.0),
             layer=PENULTIMATE,
-            requires=("PrototypeClassifier",),
         ),
         Strategy(
             "cosine_softmax",
             "penultimate CNN codes + CosineSoftmaxClassifier (W = class means, tuned)",
             "codes",
             # deterministic (full-batch steps from the class means): no random_state
-            lambda ctx: _make("CosineSoftmaxClassifier", scale=10.0, max_iter=100),
+            lambda ctx: CosineSoftmaxClassifier(scale=10.0, max_iter=100),
             layer=PENULTIMATE,
-            requires=("CosineSoftmaxClassifier",),
         ),
         Strategy(
             "finetune_head",
             "FineTunedClassifier, body frozen, new head trained (linear probe)",
             "finetune",
             _finetune("head", 10),
-            requires=("FineTunedClassifier",),
         ),
         Strategy(
             "finetune_top2",
             "FineTunedClassifier, head first, then the last 2 blocks + head",
             "finetune",
             _finetune("top2", 8, freeze_epochs=2),
-            requires=("FineTunedClassifier",),
         ),
         Strategy(
             "finetune_all",
             "FineTunedClassifier, head first, then all layers",
             "finetune",
             _finetune("all", 8, freeze_epochs=2),
-            requires=("FineTunedClassifier",),
         ),
         Strategy(
             "scratch",
             "same network trained from random initialization (weights=None)",
             "finetune",
             _finetune("all", 15, pretrained=False),
-            requires=("FineTunedClassifier",),
         ),
     ]
 }
 
 
 def available_strategies():
-    """``{name: (available, reason)}`` for every registered strategy.
+    """The registered strategies, ``{name: Strategy}``, in registry order.
 
     Examples
     --------
-    >>> from sktransfer._strategies import available_strategies
-    >>> available_strategies()["codes_svc"]
-    (True, '')
+    >>> from sktransfer.model_selection import available_strategies
+    >>> available_strategies()["codes_svc"].description
+    'penultimate CNN codes + RBF SVC'
     """
-    return {name: s.availability() for name, s in STRATEGIES.items()}
+    return dict(STRATEGIES)
 
 
 def auto_strategies(n_samples, n_classes):
@@ -362,7 +365,7 @@ def earlier_layer(model, weights=None):
 
     Examples
     --------
-    >>> from sktransfer._strategies import earlier_layer
+    >>> from sktransfer.model_selection import earlier_layer
     >>> earlier_layer("efficientnet_lite0"), earlier_layer("resnet18")
     ('blocks.4', 'layer3')
     """
@@ -381,7 +384,7 @@ def top_blocks(model, weights=None, k=2):
 
     Examples
     --------
-    >>> from sktransfer._strategies import top_blocks
+    >>> from sktransfer.model_selection import top_blocks
     >>> top_blocks("efficientnet_lite0"), top_blocks("resnet18")
     ('blocks.5', 'layer3')
     """
@@ -404,14 +407,45 @@ def _body_blocks(model, weights):
     return names
 
 
-def _resolve_names(strategies, n_samples, n_classes):
+def parse_strategies(strategies):
+    """Check a strategy selection without the data: ``"auto"``, ``"all"`` or names.
+
+    Parameters
+    ----------
+    strategies : str or list of str
+        ``"auto"``, ``"all"``, a comma-separated string of names or a list of
+        names from ``STRATEGIES``.
+
+    Returns
+    -------
+    selection : "auto", "all" or list of str
+        The names in the given order.
+
+    Raises
+    ------
+    ValueError
+        For an empty selection, an unknown name (the message lists the known
+        ones) or a name given twice.
+
+    Examples
+    --------
+    >>> from sktransfer.model_selection import parse_strategies
+    >>> parse_strategies("codes_logreg, pixels_logreg")
+    ['codes_logreg', 'pixels_logreg']
+    >>> parse_strategies("auto")
+    'auto'
+    """
     if isinstance(strategies, str):
-        if strategies == "auto":
-            return auto_strategies(n_samples, n_classes), True
-        if strategies == "all":
-            return list(STRATEGIES), True
+        if strategies.strip() in ("auto", "all"):
+            return strategies.strip()
         strategies = [s.strip() for s in strategies.split(",") if s.strip()]
-    names = list(strategies)
+    try:
+        names = list(strategies)
+    except TypeError:
+        raise TypeError(
+            f"strategies must be 'auto', 'all', a comma-separated string or a list "
+            f"of names, got {type(strategies).__name__}."
+        ) from None
     if not names:
         raise ValueError("strategies is empty; name at least one or use 'auto'.")
     unknown = [n for n in names if n not in STRATEGIES]
@@ -422,22 +456,36 @@ def _resolve_names(strategies, n_samples, n_classes):
         )
     if len(set(names)) != len(names):
         raise ValueError(f"strategies lists a name twice: {names}.")
-    return names, False
+    return names
 
 
-def _indexable(X):
-    """Images in a form sklearn's splitters can index (arrays or object arrays)."""
-    if isinstance(X, np.ndarray):
-        return X
-    if hasattr(X, "to_numpy") or hasattr(X, "__array__") and not isinstance(X, list):
-        return np.asarray(X)
-    items = list(X)
-    out = np.empty(len(items), dtype=object)
-    for i, x in enumerate(items):
-        out[i] = x
-    return out
+def resolve_strategies(strategies, n_samples, n_classes):
+    """The strategy names a selection means for data of this size.
 
+    ``"auto"`` follows :func:`~sktransfer.model_selection.auto_strategies`,
+    ``"all"`` is every registered strategy; names are checked by
+    :func:`~sktransfer.model_selection.parse_strategies`.
 
-def _pixel_size(images):
-    shape = images.image_shape
-    return int(min(32, max(shape))) if shape is not None else 32
+    Parameters
+    ----------
+    strategies : str or list of str
+        As in :func:`~sktransfer.model_selection.parse_strategies`.
+    n_samples, n_classes : int
+        Size of the data (for ``"auto"``).
+
+    Returns
+    -------
+    names : list of str
+
+    Examples
+    --------
+    >>> from sktransfer.model_selection import resolve_strategies
+    >>> resolve_strategies("auto", n_samples=200, n_classes=10)[:2]
+    ['codes_logreg', 'earlier_svc']
+    """
+    selection = parse_strategies(strategies)
+    if selection == "auto":
+        return auto_strategies(n_samples, n_classes)
+    if selection == "all":
+        return list(STRATEGIES)
+    return selection

@@ -19,7 +19,7 @@ from skorch.utils import to_tensor
 from torch import nn
 
 from ._activations import run_units, sequential_units
-from ._backbones import backbone_stages, quiet_torch_warnings
+from ._backbones import backbone_stages
 from ._heads import CosineHead, build_head  # noqa: F401 - re-exported
 from ._runtime import GLOBAL_RNG_LOCK
 
@@ -83,7 +83,7 @@ class FineTuneModule(nn.Module):
             out = run_units(sequential_units(self.body)[self.cut :], x)
         return out.flatten(1) if out.ndim > 2 else out
 
-    def forward(self, x, sample_weight=None):
+    def forward(self, x):
         if self.training and x.shape[0] == 1:
             # One image has no batch statistics (torch raises on 1x1 maps):
             # training BatchNorms normalize it with their running statistics.
@@ -392,11 +392,7 @@ class ImageDataset(torch.utils.data.Dataset):
             chunks = []
             for start in range(0, len(images), 256):
                 idx = range(start, min(start + 256, len(images)))
-                batch = images.get_batch(idx)
-                if isinstance(batch, list):
-                    chunks.append(torch.stack([pre.resize(t) for t in batch]))
-                else:
-                    chunks.append(pre.resize(batch))
+                chunks.append(pre.load_batch(images, idx))
             self.cache = torch.cat(chunks).contiguous()
         self.X = self.cache if self.cache is not None else images  # skorch's view
 
@@ -406,9 +402,7 @@ class ImageDataset(torch.utils.data.Dataset):
     def image(self, i):
         """Image ``i`` resized, in ``[0, 1]``, before augmentation."""
         return (
-            self.cache[i]
-            if self.cache is not None
-            else self.pre.resize(self.images.get(i))
+            self.cache[i] if self.cache is not None else self.pre.load(self.images, i)
         )
 
     def __getitem__(self, i):
@@ -598,23 +592,3 @@ class FineTuneNet(NeuralNetClassifier):
         scaler.step(self.optimizer_)
         scaler.update()
         return {"loss": loss, "y_pred": y_pred}
-
-
-def traced_module(module, prep, device):
-    """Trace + freeze ``module`` for CPU fp32 inference; None when unsafe.
-
-    The traced graph is checked against the eager module on a random batch.
-    """
-    if torch.device(device).type != "cpu":
-        return None
-    probe = torch.randn(2, prep.in_chans, *prep.input_size)
-    try:
-        with quiet_torch_warnings(), torch.no_grad():
-            eager = copy.deepcopy(module).eval()
-            graph = torch.jit.trace(eager, probe, strict=False)
-            graph = torch.jit.optimize_for_inference(torch.jit.freeze(graph))
-            if not torch.allclose(graph(probe), eager(probe), rtol=1e-3, atol=1e-4):
-                return None
-            return graph
-    except Exception:  # noqa: BLE001 - any tracing failure means "stay eager"
-        return None

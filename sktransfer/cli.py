@@ -3,13 +3,19 @@
 ::
 
     sktransfer compare DATA [--model M] [--per-class N] [--cv K] [--out DIR]
+                            [--save MODEL]
+    sktransfer predict MODEL INPUTS... [--out preds.csv]
     sktransfer extract DATA -o codes.npz [--model M] [--layer L] [--pooling P]
     sktransfer info
 
 ``DATA`` is an ImageFolder-style directory (one subfolder of images per class) or a
 named dataset: ``fashion-mnist-sample`` (bundled), ``fashion-mnist`` (local IDX
-files), ``digits`` (scikit-learn's 8x8 digits). ``python -m sktransfer`` is the
-same program. Problems with the input end in one line on stderr and exit code 2.
+files), ``digits`` (scikit-learn's 8x8 digits); ``extract`` also takes a flat folder
+of images. ``python -m sktransfer`` is the same program. Problems with the input end
+in one line on stderr and exit code 2.
+
+Only the standard library is imported at module level: ``--help`` answers without
+importing numpy, torch or scikit-learn.
 """
 
 from __future__ import annotations
@@ -19,8 +25,6 @@ import os
 import sys
 import time
 from pathlib import Path
-
-import numpy as np
 
 __all__ = ["main"]
 
@@ -33,6 +37,8 @@ class UsageError(Exception):
 
 # ------------------------------------------------------------------------ data
 def _subsample(X, y, per_class, seed):
+    import numpy as np
+
     if per_class is None:
         return X, y
     rng = np.random.default_rng(seed)
@@ -61,6 +67,8 @@ def _check_folder_images(paths):
 
 def load_data(data, *, per_class=None, seed=0):
     """``DATA`` argument -> (images, labels, description)."""
+    import numpy as np
+
     from .datasets import (
         FASHION_MNIST_CLASSES,
         load_fashion_mnist,
@@ -118,22 +126,122 @@ def _weights(value):
     return None if value is not None and value.lower() in ("none", "random") else value
 
 
+def _image_extensions():
+    from .datasets._base import IMAGE_EXTENSIONS
+
+    return IMAGE_EXTENSIONS
+
+
+def collect_images(inputs):
+    """Image files named in ``inputs`` or found (recursively) in its folders.
+
+    Hidden files and folders (names starting with ``.``) and files without an image
+    extension are skipped inside folders; a file named explicitly must be an image.
+    Returns the paths in a stable order: inputs in the given order, each folder's
+    files sorted.
+    """
+    extensions = tuple(_image_extensions())
+    found = []
+    for item in inputs:
+        path = Path(item)
+        if not path.exists():
+            raise UsageError(
+                f"{item!r} does not exist (expected image files or folders)."
+            )
+        if path.is_file():
+            if path.suffix.lower() not in extensions:
+                raise UsageError(
+                    f"{item!r} is not an image file (extensions: "
+                    f"{', '.join(extensions)})."
+                )
+            found.append(str(path))
+            continue
+        for root, dirs, files in os.walk(path):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            found.extend(
+                os.path.join(root, f)
+                for f in sorted(files)
+                if not f.startswith(".") and f.lower().endswith(extensions)
+            )
+    if not found:
+        raise UsageError(
+            f"no images found in {', '.join(map(repr, inputs))} (extensions: "
+            f"{', '.join(extensions)}; hidden files are skipped)."
+        )
+    return found
+
+
+def _runtime_args(args):
+    """--device / --precision / --engine / --num-workers as estimator parameters."""
+    return {
+        "device": args.device,
+        "precision": args.precision,
+        "engine": args.engine,
+        "num_workers": args.num_workers,
+    }
+
+
+def _runtime_params(estimator, runtime):
+    """The runtime options ``estimator`` has parameters for.
+
+    ``engine`` is only passed when the estimator has such a parameter; asking for a
+    specific engine from an estimator without one is an error.
+    """
+    params = estimator.get_params(deep=False)
+    out = {k: v for k, v in runtime.items() if k in params and v is not None}
+    engine = runtime.get("engine")
+    if engine not in (None, "auto") and "engine" not in params:
+        raise UsageError(
+            f"--engine {engine} is not supported by this sktransfer version "
+            f"({type(estimator).__name__} has no engine parameter); use --engine auto."
+        )
+    return out
+
+
+def _check_n_jobs(n_jobs):
+    if n_jobs == 0:
+        raise UsageError(
+            "--n-jobs 0 has no meaning; use a positive number of parallel jobs, or "
+            "-1 for all cores (as in scikit-learn)."
+        )
+
+
 # -------------------------------------------------------------------- commands
 def cmd_compare(args):
-    from ._compare import STRATEGIES, compare_strategies
+    import inspect
 
-    strategies = "auto"
-    if args.strategies:
-        strategies = [s.strip() for s in args.strategies.split(",") if s.strip()]
-        if strategies in (["auto"], ["all"]):
-            strategies = strategies[0]
-        else:
-            unknown = [s for s in strategies if s not in STRATEGIES]
-            if unknown:
-                raise UsageError(
-                    f"unknown strategy {', '.join(unknown)}; choose from "
-                    f"{', '.join(STRATEGIES)} (or auto, all)."
-                )
+    import numpy as np
+
+    from .model_selection import compare_strategies, parse_strategies
+
+    _check_n_jobs(args.n_jobs)
+    try:
+        strategies = parse_strategies(args.strategies or "auto")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    save = Path(args.save) if args.save else None
+    if save is not None and not save.parent.is_dir():
+        raise UsageError(
+            f"--save {args.save!r}: folder {str(save.parent)!r} does not exist."
+        )
+    # Runtime options reach compare_strategies when it has such parameters.
+    accepted = inspect.signature(compare_strategies).parameters
+    runtime = {}
+    defaults = {
+        "device": "auto",
+        "precision": "auto",
+        "engine": "auto",
+        "num_workers": 0,
+    }
+    for key, value in _runtime_args(args).items():
+        if key in accepted:
+            if value is not None:
+                runtime[key] = value
+        elif value is not None and value != defaults[key]:
+            raise UsageError(
+                f"--{key.replace('_', '-')} is not supported by `sktransfer compare` "
+                f"in this version; it applies to `extract` and `predict`."
+            )
     X, y, desc = load_data(args.data, per_class=args.per_class, seed=args.seed)
     out = Path(args.out)
     print(
@@ -152,8 +260,9 @@ def cmd_compare(args):
         random_state=args.seed,
         input_size=args.input_size,
         time_budget=args.time_budget,
-        refit=False,
+        refit=save is not None,
         verbose=2 if not args.quiet else 0,
+        **runtime,
     )
     out.mkdir(parents=True, exist_ok=True)
     report.info_["data"] = desc
@@ -175,17 +284,58 @@ def cmd_compare(args):
     print(f"wrote {', '.join(written)} to {out.resolve()}")
     if png:
         print(f"picture: {png.resolve()}")
+    if report.best_name_ is None:
+        first = next((r["status"] for r in report.results_), "no strategy ran")
+        print(
+            f"sktransfer compare: error: every strategy failed (e.g. {first}); "
+            f"see {out / 'report.csv'}.",
+            file=sys.stderr,
+        )
+        return 1
+    if save is not None:
+        from ._persistence import save as save_model
+
+        save_model(report.best_estimator_, save)
+        print(
+            f"saved {report.best_name_} (refit on all {len(y)} images) to "
+            f"{save.resolve()}; use it with: sktransfer predict {save} IMAGES..."
+        )
     return 0
 
 
 def cmd_extract(args):
+    import numpy as np
+
     from ._extractor import CNNFeatureExtractor
 
-    X, y, desc = load_data(args.data, per_class=args.per_class, seed=args.seed)
+    paths = labels = None
+    data = Path(args.data)
+    if data.is_dir() and any(
+        f.is_file()
+        and f.suffix.lower() in _image_extensions()
+        and not f.name.startswith(".")
+        for f in data.iterdir()
+    ):
+        # A flat folder (images at its top level): no labels, every image below it.
+        if args.per_class is not None:
+            raise UsageError(
+                f"--per-class needs class subfolders, but {args.data!r} holds images "
+                f"directly."
+            )
+        X = paths = collect_images([args.data])
+        _check_folder_images(X)
+        desc = f"image folder {args.data} (no classes)"
+    else:
+        X, labels, desc = load_data(args.data, per_class=args.per_class, seed=args.seed)
+        if isinstance(X, np.ndarray) and X.dtype == object:
+            paths = [str(p) for p in X]
     layer = args.layer
     if layer is not None and "," in layer:
         layer = [s.strip() for s in layer.split(",")]
     pooling = None if args.pooling == "none" else args.pooling
+    output = args.output if args.output.endswith(".npz") else args.output + ".npz"
+    if not Path(output).resolve().parent.is_dir():
+        raise UsageError(f"-o {args.output!r}: its folder does not exist.")
     t0 = time.perf_counter()
     ext = CNNFeatureExtractor(
         model=args.model,
@@ -196,19 +346,121 @@ def cmd_extract(args):
         batch_size=args.batch_size,
         verbose=0 if args.quiet else 1,
     )
+    ext.set_params(**_runtime_params(ext, _runtime_args(args)))
     codes = ext.fit_transform(X)
-    np.savez_compressed(
-        args.output,
-        codes=codes,
-        labels=np.asarray([str(v) for v in y]),
-        feature_names=ext.get_feature_names_out().astype(str),
-    )
+    arrays = {
+        "codes": codes,
+        "feature_names": ext.get_feature_names_out().astype(str),
+    }
+    if paths is not None:
+        arrays["paths"] = np.asarray(paths, dtype=str)
+    if labels is not None:
+        arrays["labels"] = np.asarray([str(v) for v in labels])
+    np.savez_compressed(output, **arrays)
     print(
         f"{desc}: {codes.shape[0]} images -> {codes.shape[1]} features in "
-        f"{time.perf_counter() - t0:.1f} s; wrote {args.output} (codes, labels, "
-        f"feature_names)"
+        f"{time.perf_counter() - t0:.1f} s; wrote {output} ({', '.join(arrays)})"
     )
     return 0
+
+
+def cmd_predict(args):
+    import csv
+    import warnings
+
+    import numpy as np
+
+    from ._persistence import _load
+
+    files = collect_images(args.inputs)
+    if not Path(args.model).is_file():
+        raise UsageError(
+            f"model file {args.model!r} does not exist (write one with `sktransfer "
+            f"compare DATA --save MODEL`)."
+        )
+    _check_folder_images(files)
+    t0 = time.perf_counter()
+    runtime = {k: v for k, v in _runtime_args(args).items() if v is not None}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = _load(args.model, runtime=runtime)
+    for w in caught:
+        print(f"sktransfer predict: warning: {w.message}", file=sys.stderr)
+    _check_runtime_support(model, runtime)
+    classes = getattr(model, "classes_", None)
+    if classes is None or not hasattr(model, "predict"):
+        raise UsageError(
+            f"{args.model!r} holds a {type(model).__name__}, not a classifier."
+        )
+    labels, proba = _predict(model, files, args.batch_size)
+    seconds = time.perf_counter() - t0
+
+    header = ["path", "label"]
+    if proba is not None:
+        header += [f"proba_{c}" for c in classes]
+    out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115
+    try:
+        writer = csv.writer(out)
+        writer.writerow(header)
+        for i, (path, label) in enumerate(zip(files, labels)):
+            row = [path, label]
+            if proba is not None:
+                row += [f"{p:.6f}" for p in proba[i]]
+            writer.writerow(row)
+    finally:
+        if args.out:
+            out.close()
+    summary = sys.stdout if args.out else sys.stderr
+    values, counts = np.unique(np.asarray(labels, dtype=str), return_counts=True)
+    print(
+        f"predicted {len(files)} images in {seconds:.1f} s "
+        f"({1000 * seconds / len(files):.0f} ms per image, model load included)",
+        file=summary,
+    )
+    width = max(len(v) for v in values)
+    for value, count in sorted(zip(values, counts), key=lambda t: (-t[1], t[0])):
+        print(f"  {value:<{width}}  {count}", file=summary)
+    if args.out:
+        print(f"wrote {Path(args.out).resolve()}", file=summary)
+    return 0
+
+
+def _check_runtime_support(model, runtime):
+    """Refuse --engine X when no estimator in the model has an engine parameter."""
+    engine = runtime.get("engine")
+    if engine in (None, "auto"):
+        return
+    params = model.get_params(deep=True)
+    if not any(k == "engine" or k.endswith("__engine") for k in params):
+        raise UsageError(
+            f"--engine {engine} is not supported by this sktransfer version (no "
+            f"estimator in the model has an engine parameter); use --engine auto."
+        )
+
+
+def _predict(model, files, batch_size):
+    """Labels and probabilities (or None); the network runs once per image."""
+    import numpy as np
+    from sklearn.pipeline import Pipeline
+
+    from ._finetune import FineTunedClassifier
+
+    if batch_size is not None:
+        for name in model.get_params(deep=True):
+            if name == "batch_size" or name.endswith("__batch_size"):
+                model.set_params(**{name: batch_size})
+    if isinstance(model, Pipeline) and len(model) > 1:
+        features = model[:-1].transform(files)
+        head = model[-1]
+        labels = head.predict(features)
+        proba = head.predict_proba(features) if hasattr(head, "predict_proba") else None
+        return labels, proba
+    if isinstance(model, FineTunedClassifier):
+        proba = model.predict_proba(files)
+        return model.classes_[np.argmax(proba, axis=1)], proba
+    labels = model.predict(files)
+    proba = model.predict_proba(files) if hasattr(model, "predict_proba") else None
+    return labels, proba
 
 
 def cmd_info(args):
@@ -218,13 +470,18 @@ def cmd_info(args):
 
     from . import __version__
     from ._backbones import offline_backbones
-    from ._compare import available_strategies
-    from ._runtime import cpu_has_fast_bf16, resolve_device, resolve_precision
+    from ._runtime import (
+        cpu_has_fast_bf16,
+        resolve_device,
+        resolve_engine,
+        resolve_precision,
+    )
+    from .model_selection import available_strategies
 
     device = resolve_device("auto")
     autocast = resolve_precision("auto", device)
     precision = {None: "fp32"}.get(autocast, str(autocast).replace("torch.", ""))
-    traced = device.type == "cpu" and autocast is None
+    engine = resolve_engine("auto", device, autocast)
     lines = [
         ("sktransfer", __version__),
         ("python", platform.python_version()),
@@ -233,10 +490,7 @@ def cmd_info(args):
         ("device (auto)", str(device)),
         ("precision (auto)", precision),
         ("CPU fast bf16 (AMX/AVX512-bf16)", "yes" if cpu_has_fast_bf16() else "no"),
-        (
-            "traced CPU path",
-            "yes (fp32 TorchScript, BatchNorm folded)" if traced else "no",
-        ),
+        ("engine (auto)", engine),
         ("offline backbones", ", ".join(offline_backbones()) or "none"),
     ]
     for mod in ("torchvision", "timm", "sklearn", "skorch"):
@@ -248,8 +502,8 @@ def cmd_info(args):
     for k, v in lines:
         print(f"{k:<{width}}  {v}")
     print("strategies:")
-    for name, (ok, reason) in available_strategies().items():
-        print(f"  {name:<15} {'available' if ok else 'unavailable: ' + reason}")
+    for name, strategy in available_strategies().items():
+        print(f"  {name:<15} {strategy.description}")
     return 0
 
 
@@ -288,6 +542,45 @@ def _add_data_args(p):
     )
     p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+
+
+def _add_runtime_args(p):
+    g = p.add_argument_group("where and how the network runs")
+    g.add_argument(
+        "--device",
+        default=None,
+        help="auto, cpu, cuda or cuda:N (default: the estimator's, auto)",
+    )
+    g.add_argument(
+        "--precision",
+        default=None,
+        choices=["auto", "fp32", "bf16", "fp16"],
+        help="inference precision (default: auto, fp32 on every CPU)",
+    )
+    g.add_argument(
+        "--engine",
+        default=None,
+        choices=["auto", "onnxruntime", "torch"],
+        help="inference engine, where this sktransfer version has the choice "
+        "(default: auto)",
+    )
+    g.add_argument(
+        "--num-workers",
+        type=_non_negative_int,
+        default=None,
+        metavar="N",
+        help="worker processes decoding image files (default: 0)",
+    )
+
+
+def _non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
+    return value
 
 
 def _positive_int(text):
@@ -350,13 +643,51 @@ def build_parser():
         metavar="DIR",
         help="output folder (default: %(default)s)",
     )
+    p.add_argument(
+        "--save",
+        default=None,
+        metavar="MODEL",
+        help="refit the best strategy on all images and save it to this file "
+        "(sktransfer.save format, loads without pickle); then `sktransfer predict "
+        "MODEL IMAGES...`",
+    )
+    _add_runtime_args(p)
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser(
+        "predict",
+        help="label images with a model saved by `compare --save`",
+        description="Label image files with a model written by `sktransfer compare "
+        "--save` (or sktransfer.save). INPUTS are image files and/or folders, "
+        "searched recursively (hidden files and non-image files are skipped). "
+        "Writes CSV: path, predicted label and, when the model has predict_proba, "
+        "one probability column per class; then a summary per predicted class.",
+    )
+    p.add_argument("model", metavar="MODEL", help="model file")
+    p.add_argument("inputs", metavar="INPUTS", nargs="+", help="images or folders")
+    p.add_argument(
+        "--out",
+        default=None,
+        metavar="FILE.csv",
+        help="write the CSV here (default: standard output, summary on stderr)",
+    )
+    p.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=None,
+        help="images per forward pass (default: the model's)",
+    )
+    _add_runtime_args(p)
+    p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser(
         "extract",
         help="compute CNN codes of DATA and save them to an .npz file",
         description="Compute CNN codes of DATA with CNNFeatureExtractor and save "
-        "codes, labels and feature_names to an .npz file.",
+        "them to an .npz file: codes, feature_names, paths (image files, in the "
+        "order of the codes) and labels (class folder names). DATA may also be a "
+        "flat folder of images (no class subfolders; searched recursively), then "
+        "there are no labels.",
     )
     _add_data_args(p)
     p.add_argument(
@@ -378,13 +709,14 @@ def build_parser():
         help="pooling of named layers (default: %(default)s)",
     )
     p.add_argument("--batch-size", type=_positive_int, default=32)
+    _add_runtime_args(p)
     p.set_defaults(func=cmd_extract)
 
     p = sub.add_parser(
         "info",
         help="show versions, device, precision and offline backbones",
         description="Show what sktransfer would use here: versions, device and "
-        "precision 'auto' picks, whether the traced CPU path is used, backbones "
+        "precision and inference engine 'auto' picks, backbones "
         "usable offline, available strategies.",
     )
     p.set_defaults(func=cmd_info)

@@ -3,11 +3,84 @@
 import numpy as np
 import pytest
 import torch
+from skorch.callbacks import Callback
 from torch import nn
 
+# One spelling per tiny configuration; tests extend these with ``{**X, ...}``.
 # A tiny timm network (random init, ~0.36M parameters): real architecture, fast.
 TINY_MODEL = "timm/test_efficientnet"
+# CNNFeatureExtractor (and compare_strategies' keyword arguments).
 TINY = {"model": TINY_MODEL, "weights": None, "input_size": 32}
+# FineTunedClassifier: 16 px, two short epochs of batches of 8, seeded.
+FT_TINY = {
+    "model": TINY_MODEL,
+    "weights": None,
+    "input_size": 16,
+    "max_epochs": 2,
+    "batch_size": 8,
+    "random_state": 0,
+}
+# sklearn's common checks feed standardized feature rows: read them as 1 x d
+# grayscale images, values taken as they are.
+FLAT = {
+    "model": TINY_MODEL,
+    "weights": None,
+    "input_size": 16,
+    "input_shape": (1, -1),
+    "pixel_range": None,
+}
+# The strategy registry's context (what compare_strategies passes a factory).
+STRATEGY_CTX = {
+    "model": TINY_MODEL,
+    "weights": None,
+    "input_size": 24,
+    "random_state": 3,
+    "n_samples": 10,
+    "n_classes": 2,
+}
+# The command line's backbone options, the same network as TINY.
+CLI_TINY = ["--model", TINY_MODEL, "--weights", "none", "--input-size", "32"]
+
+
+def save_pngs(images, folder):
+    """Write each image array as ``folder/<i>.png``; returns the paths as str."""
+    from PIL import Image
+
+    paths = []
+    for i, a in enumerate(images):
+        path = folder / f"{i}.png"
+        Image.fromarray(a).save(path)
+        paths.append(str(path))
+    return paths
+
+
+def state_of(module):
+    """A detached copy of ``module.state_dict()``."""
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+class Snapshot(Callback):
+    """Copies the module's state before training and after every epoch.
+
+    ``states[k]`` is the state after epoch ``k`` (``states[0]``: before training).
+    """
+
+    def on_train_begin(self, net, **kwargs):
+        self.states = [state_of(net.module_)]
+
+    def on_epoch_end(self, net, **kwargs):
+        self.states.append(state_of(net.module_))
+
+
+class InterruptAt(Callback):
+    """Simulates Ctrl-C at the end of epoch ``epoch`` (after its training)."""
+
+    def __init__(self, epoch):
+        self.epoch = epoch
+
+    def on_epoch_end(self, net, **kwargs):
+        if len(net.history) == self.epoch:
+            raise KeyboardInterrupt
 
 
 class TinyNet(nn.Module):
@@ -55,14 +128,12 @@ def fmnist_small():
 
 @pytest.fixture(scope="module")
 def eager_extraction():
-    """Run CNNFeatureExtractor eagerly (no tracing) for a whole test module."""
-    from sktransfer import _extractor
+    """``engine="auto"`` means torch for a whole test module (subprocesses too).
 
-    # Engines are shared per process: one built while tracing is patched off must
-    # not reach a later test that expects a traced graph (and vice versa).
-    _extractor._ENGINES.clear()
+    Saves exporting an ONNX graph for each of the many tiny configurations such
+    a module tries; tests/test_engine.py shows the default engine.
+    """
     mp = pytest.MonkeyPatch()
-    mp.setattr("sktransfer._extractor._traced", lambda *args: None)
+    mp.setenv("SKTRANSFER_ENGINE", "torch")
     yield
     mp.undo()
-    _extractor._ENGINES.clear()

@@ -8,7 +8,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from conftest import TINY
+from conftest import TINY, save_pngs
 from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, KFold
@@ -136,11 +136,7 @@ def test_normalize_shares_entries(rng_images, tmp_path, count_forward):
 
 def test_file_paths_keyed_by_content(rng_images, tmp_path, count_forward):
     X = rng_images[0][:4]
-    paths = []
-    for i, a in enumerate(X):
-        p = tmp_path / f"{i}.png"
-        Image.fromarray(a).save(p)
-        paths.append(str(p))
+    paths = save_pngs(X, tmp_path)
     ext = CNNFeatureExtractor(**TINY, cache=tmp_path / "c").fit(paths)
     ref = ext.transform(paths)
     # a copy under another name hits; a changed file misses
@@ -200,39 +196,62 @@ def test_concurrent_processes_share_one_directory(tmp_path):
 
 
 # ------------------------------------------------------------------ out of memory
-@pytest.mark.parametrize("limit", [1, 3, 5])
-def test_oom_halving_gives_the_same_codes(rng_images, monkeypatch, limit):
+@pytest.mark.parametrize(
+    "limit,calls",
+    [
+        # 20 images in batches of 16 and 4; a batch over the limit is split in
+        # halves, depth first, until the halves fit.
+        (5, [16, 8, 4, 4, 8, 4, 4, 4]),
+        (3, [16, 8, 4, 2, 2, 4, 2, 2, 8, 4, 2, 2, 4, 2, 2, 4, 2, 2]),
+        (
+            1,
+            [16, 8, 4, 2, 1, 1, 2, 1, 1, 4, 2, 1, 1, 2, 1, 1]
+            + [8, 4, 2, 1, 1, 2, 1, 1, 4, 2, 1, 1, 2, 1, 1]
+            + [4, 2, 1, 1, 2, 1, 1],
+        ),
+    ],
+)
+def test_oom_halving_gives_the_same_codes(rng_images, monkeypatch, limit, calls):
     X = rng_images[0]
     ext = CNNFeatureExtractor(**TINY, batch_size=16).fit(X)
-    ref = ext.transform(X)
-    engine_cls = extractor_mod._Engine
+    engine_cls = type(ext._get_engine())
     real_call = engine_cls.__call__
-    sizes = []
+    tried, ok, memory = [], [], {"limit": None}
 
-    def oom_call(self, x):
-        sizes.append(len(x))
-        if len(x) > limit:
+    def recording_call(self, x):
+        tried.append(len(x))
+        if memory["limit"] is not None and len(x) > memory["limit"]:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
+        ok.append(x.clone())
         return real_call(self, x)
 
-    monkeypatch.setattr(engine_cls, "__call__", oom_call)
+    monkeypatch.setattr(engine_cls, "__call__", recording_call)
+    ref = ext.transform(X)
+    assert tried == [16, 4]
+    inputs = torch.cat(ok)
+    tried.clear()
+    ok.clear()
+    memory["limit"] = limit
     np.testing.assert_allclose(ext.transform(X), ref, atol=1e-5)
-    assert max(s for s in sizes if s <= limit) <= limit
-    assert 16 in sizes  # it did try the full batch first
+    assert tried == calls
+    assert [len(x) for x in ok] == [s for s in calls if s <= limit]
+    # every image went through the network exactly once, in order
+    assert torch.equal(torch.cat(ok), inputs)
 
 
 def test_oom_runtime_error_message_also_halves(rng_images, monkeypatch):
     X = rng_images[0][:8]
     ext = CNNFeatureExtractor(**TINY, batch_size=8).fit(X)
     ref = ext.transform(X)
-    real_call = extractor_mod._Engine.__call__
+    engine_cls = type(ext._get_engine())
+    real_call = engine_cls.__call__
 
     def oom_call(self, x):
         if len(x) > 2:
             raise RuntimeError("DefaultCPUAllocator: can't allocate: out of memory")
         return real_call(self, x)
 
-    monkeypatch.setattr(extractor_mod._Engine, "__call__", oom_call)
+    monkeypatch.setattr(engine_cls, "__call__", oom_call)
     np.testing.assert_allclose(ext.transform(X), ref, atol=1e-5)
 
 
@@ -243,6 +262,6 @@ def test_oom_on_single_image_raises_clear_error(rng_images, monkeypatch):
     def always_oom(self, x):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory (simulated)")
 
-    monkeypatch.setattr(extractor_mod._Engine, "__call__", always_oom)
+    monkeypatch.setattr(type(ext._get_engine()), "__call__", always_oom)
     with pytest.raises(MemoryError, match="single image"):
         ext.transform(X)

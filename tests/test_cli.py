@@ -6,13 +6,10 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import CLI_TINY
 from PIL import Image
 
 from sktransfer.cli import main
-
-TINY_ARGS = ["--model", TINY["model"], "--weights", "none", "--input-size", "32"]
-
 
 # tracing is tested in test_extractor; eager extraction keeps these tests fast
 pytestmark = pytest.mark.usefixtures("eager_extraction")
@@ -47,7 +44,7 @@ def test_compare_end_to_end(folder, tmp_path, capsys):
         [
             "compare",
             str(folder),
-            *TINY_ARGS,
+            *CLI_TINY,
             "--cv",
             "2",
             "--strategies",
@@ -83,7 +80,7 @@ def test_extract(folder, tmp_path, capsys):
             str(folder),
             "-o",
             str(target),
-            *TINY_ARGS,
+            *CLI_TINY,
             "--layer",
             "blocks.1",
             "--pooling",

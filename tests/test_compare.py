@@ -1,4 +1,4 @@
-"""compare_strategies: every strategy kind runs, codes are shared, plug-ins are lazy.
+"""compare_strategies: every strategy kind runs, codes are shared.
 
 The strategies run the real estimators (FineTunedClassifier, PrototypeClassifier,
 CosineSoftmaxClassifier) on the tiny backbone and tiny images; fine-tuning
@@ -7,15 +7,12 @@ strategies keep their registry settings except for 1-2 epochs.
 
 import dataclasses
 import json
-import sys
 
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import STRATEGY_CTX, TINY
 from sklearn.base import clone
 
-import sktransfer
-import sktransfer._strategies as cmp
 from sktransfer import (
     CNNFeatureExtractor,
     CosineSoftmaxClassifier,
@@ -25,18 +22,17 @@ from sktransfer import (
     compare_strategies,
 )
 from sktransfer._backbones import load_backbone
-from sktransfer._compare import (
+from sktransfer._training import resolve_trainable
+from sktransfer.model_selection import (
     STRATEGIES,
     PixelFeatures,
+    StrategyContext,
     auto_strategies,
-    available_strategies,
     earlier_layer,
     finetune_input_size,
     top_blocks,
 )
-from sktransfer._training import resolve_trainable
 
-TINY_KW = {"model": TINY["model"], "weights": None, "input_size": TINY["input_size"]}
 FINETUNE = ["finetune_head", "finetune_top2", "finetune_all", "scratch"]
 
 
@@ -86,7 +82,7 @@ def counted_run(data):
     try:
         X, y = data
         report = compare_strategies(
-            X, y, strategies="all", cv=3, random_state=0, verbose=0, **TINY_KW
+            X, y, strategies="all", cv=3, random_state=0, verbose=0, **TINY
         )
     finally:
         mp.undo()
@@ -115,14 +111,7 @@ def test_all_kinds_run(counted_run, data):
     assert set(report.best_estimator_.predict(X[:5])) <= {"cat", "dog"}
 
 
-CTX = {
-    "model": TINY["model"],
-    "weights": None,
-    "input_size": 24,
-    "random_state": 3,
-    "n_samples": 10,
-    "n_classes": 2,
-}
+CTX = StrategyContext(**STRATEGY_CTX)
 
 
 @pytest.mark.parametrize("name", FINETUNE)
@@ -159,7 +148,7 @@ def test_finetune_uses_small_images_on_cpu(monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     assert finetune_input_size(None) == 96
     assert finetune_input_size(40) == 40
-    ctx = dict(CTX, weights="imagenet", input_size=None)
+    ctx = dataclasses.replace(CTX, weights="imagenet", input_size=None)
     assert STRATEGIES["finetune_all"].factory(ctx).input_size == 96
     assert STRATEGIES["finetune_all"].factory(ctx).weights == "imagenet"
     assert STRATEGIES["scratch"].factory(ctx).weights is None
@@ -175,11 +164,6 @@ def test_fewshot_factories_fit_the_real_classes():
     for est in (proto, cos):
         est._validate_params()
     assert cos.unlabeled_label is None  # inductive: every CV label is a class
-
-
-def test_factories_reject_unknown_parameters():
-    with pytest.raises(TypeError):
-        cmp._make("PrototypeClassifier", random_state=0)
 
 
 def test_codes_extracted_once_per_layer(counted_run):
@@ -213,35 +197,6 @@ def test_report_exports(counted_run, tmp_path):
     ax.figure.savefig(tmp_path / "r.png")
 
 
-def test_unavailable_strategy_is_reported(data, monkeypatch):
-    assert available_strategies()["cosine_softmax"] == (True, "")
-    # an installation without the few-shot module
-    monkeypatch.setitem(sys.modules, "sktransfer._fewshot", None)
-    monkeypatch.delattr(sktransfer, "PrototypeClassifier")
-    monkeypatch.delattr(sktransfer, "CosineSoftmaxClassifier")
-    available = available_strategies()
-    assert available["codes_svc"] == (True, "")
-    assert not available["prototype"][0]
-    assert "PrototypeClassifier" in available["prototype"][1]
-    X, y = data
-    report = compare_strategies(
-        X,
-        y,
-        strategies="pixels_logreg,prototype,cosine_softmax",
-        cv=2,
-        verbose=0,
-        refit=False,
-        **TINY_KW,
-    )
-    rows = {r["strategy"]: r for r in report.results_}
-    assert rows["pixels_logreg"]["status"] == "ok"
-    assert rows["prototype"]["status"].startswith("unavailable")
-    assert rows["cosine_softmax"]["status"].startswith("unavailable")
-    assert "unavailable" in str(report)
-    assert report.info_["extractions"] == {}  # nothing extracted for them
-    assert report.best_estimator_ is None
-
-
 def test_time_budget_skips_finetuning(data):
     X, y = data
     report = compare_strategies(
@@ -251,7 +206,7 @@ def test_time_budget_skips_finetuning(data):
         cv=2,
         time_budget=0,
         verbose=0,
-        **TINY_KW,
+        **TINY,
     )
     status = {r["strategy"]: r["status"] for r in report.results_}
     assert status["pixels_logreg"] == "ok"

@@ -44,9 +44,9 @@ def weights_file(tmp_path_factory):
 
 def _pipe(weights):
     return make_pipeline(
-        # optimize=False: tracing is not under test and costs each worker seconds
+        # engine="torch": ONNX export is not under test and costs each worker seconds
         CNNFeatureExtractor(
-            model=TINY_MODEL, weights=weights, input_size=32, optimize=False
+            model=TINY_MODEL, weights=weights, input_size=32, engine="torch"
         ),
         LogisticRegression(max_iter=300),
     )
@@ -81,7 +81,7 @@ def test_grid_search_and_cross_validate_match_local(client, weights_file, fmnist
 def test_extractor_over_dask_array_map_blocks(client, weights_file, fmnist_small):
     X = fmnist_small[0][:40]
     ext = CNNFeatureExtractor(
-        model=TINY_MODEL, weights=weights_file, input_size=32, optimize=False
+        model=TINY_MODEL, weights=weights_file, input_size=32, engine="torch"
     )
     ext.fit(X[:2])
     # named backbones pickle without their weights: each block carries a few KB

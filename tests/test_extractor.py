@@ -1,11 +1,9 @@
 """CNNFeatureExtractor: every input kind, layers, pooling, sklearn integration."""
 
-import pickle
-
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, TinyNet
+from conftest import TINY, TinyNet, save_pngs
 from PIL import Image
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
@@ -13,6 +11,7 @@ from sklearn.model_selection import GridSearchCV
 from sklearn.pipeline import FeatureUnion, Pipeline, make_pipeline
 
 from sktransfer import CNNFeatureExtractor, list_layers, load_backbone
+from sktransfer._images import Preprocessor, check_images
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +71,7 @@ def test_16bit_pil_and_palette(fitted, rng_images):
 
 def test_file_paths_and_mixed_sizes(fitted, rng_images, tmp_path):
     X = rng_images[0][:6]
-    paths = []
-    for i, a in enumerate(X):
-        p = tmp_path / f"{i}.png"
-        Image.fromarray(a).save(p)
-        paths.append(str(p))
+    paths = save_pngs(X, tmp_path)
     ref = fitted.transform(X)
     np.testing.assert_allclose(fitted.transform(paths), ref, atol=1e-5)
     np.testing.assert_allclose(
@@ -104,22 +99,22 @@ def test_flattened_rows_with_input_shape():
 
 
 # ----------------------------------------------------------- correctness of runs
-@pytest.mark.parametrize("optimize", [True, False])
-def test_batch_invariance_fp32(rng_images, optimize):
+@pytest.mark.parametrize("engine", ["onnxruntime", "torch"])
+def test_batch_invariance_fp32(rng_images, engine):
     X = rng_images[0]
-    ext = CNNFeatureExtractor(**TINY, precision="fp32", optimize=optimize, batch_size=7)
+    ext = CNNFeatureExtractor(**TINY, precision="fp32", engine=engine, batch_size=7)
     Z = ext.fit(X).transform(X)
     for i in (0, 5, 19):
         alone = ext.transform(X[i : i + 1])
         assert np.abs(alone - Z[i]).max() < 1e-4
 
 
-def test_traced_graph_matches_eager(rng_images):
+def test_onnx_engine_matches_torch(rng_images):
     X = rng_images[0]
-    fast = CNNFeatureExtractor(**TINY, optimize=True).fit(X)
-    slow = CNNFeatureExtractor(**TINY, optimize=False).fit(X)
-    assert fast._get_engine().traced is not None
-    assert slow._get_engine().traced is None
+    fast = CNNFeatureExtractor(**TINY, engine="onnxruntime").fit(X)
+    slow = CNNFeatureExtractor(**TINY, engine="torch").fit(X)
+    assert fast._get_engine().kind == "onnxruntime"
+    assert slow._get_engine().kind == "torch"
     np.testing.assert_allclose(fast.transform(X), slow.transform(X), atol=1e-4)
 
 
@@ -128,7 +123,7 @@ def test_always_eval_mode_and_deterministic(rng_images):
     ext = CNNFeatureExtractor(model=TinyNet(), weights=None, input_size=16)
     ext.fit(X)
     ext.backbone_.train()  # even if someone flips it, transform must not care
-    a = ext.set_params(optimize=False).fit(X).transform(X)
+    a = ext.set_params(engine="torch").fit(X).transform(X)
     b = ext.transform(X)
     assert not any(m.training for m in ext.backbone_.modules())
     np.testing.assert_array_equal(a, b)
@@ -155,22 +150,38 @@ def test_layer_by_name_and_list_from_one_pass(rng_images):
     assert len(names) == Z2.shape[1]
 
 
-@pytest.mark.parametrize(
-    "pooling,factor", [("avg", 1), ("max", 1), ("avgmax", 2), (None, None)]
-)
-def test_pooling_options(rng_images, pooling, factor):
+def _activation(ext, X, layer):
+    """The output of ``layer`` for ``X``, captured by a forward hook."""
+    net = ext.backbone_
+    seen = []
+    hook = net.get_submodule(layer).register_forward_hook(
+        lambda module, args, out: seen.append(out)
+    )
+    x = Preprocessor(ext.preprocessing_)(check_images(X).get_batch(range(len(X))))
+    try:
+        with torch.no_grad():
+            net.eval()(x)
+    finally:
+        hook.remove()
+    return seen[0].numpy()
+
+
+@pytest.mark.parametrize("pooling", ["avg", "max", "avgmax", None])
+def test_pooling_values(rng_images, pooling):
+    """avg / max are the spatial mean / max of the layer's map, avgmax both
+    (mean first), None the map flattened channel-major."""
     X = rng_images[0][:3]
-    avg = CNNFeatureExtractor(**TINY, layer="blocks.3").fit(X)
     ext = CNNFeatureExtractor(**TINY, layer="blocks.3", pooling=pooling).fit(X)
+    act = _activation(ext, X, "blocks.3")
+    want = {
+        "avg": act.mean((2, 3)),
+        "max": act.max((2, 3)),
+        "avgmax": np.concatenate([act.mean((2, 3)), act.max((2, 3))], axis=1),
+        None: act.reshape(len(X), -1),
+    }[pooling]
     Z = ext.transform(X)
-    if factor is None:  # flattened map: channels x h x w
-        assert Z.shape[1] > avg.n_features_out_
-    else:
-        assert Z.shape[1] == factor * avg.n_features_out_
-    if pooling == "avgmax":
-        np.testing.assert_allclose(
-            Z[:, : avg.n_features_out_], avg.transform(X), atol=1e-5
-        )
+    assert Z.shape == want.shape == (3, ext.n_features_out_)
+    np.testing.assert_allclose(Z, want, rtol=1e-4, atol=1e-5)
 
 
 def test_classifier_layer_gives_logits_and_penultimate_default(rng_images):
@@ -244,24 +255,14 @@ def test_weights_for_another_architecture_say_which_keys(tmp_path, rng_images):
 
 
 # ------------------------------------------------------------ sklearn integration
-def test_clone_and_pickle_round_trip(fitted, rng_images):
+def test_clone_is_unfitted_and_refits_the_same(fitted, rng_images):
+    # pickle / joblib round trips: test_reliability.py's table over all estimators
     X = rng_images[0]
-    ref = fitted.transform(X)
     clone_ = clone(fitted)
     assert not hasattr(clone_, "backbone_")
-    np.testing.assert_allclose(clone_.fit(X).transform(X), ref, atol=1e-6)
-    blob = pickle.dumps(fitted)
-    restored = pickle.loads(blob)
-    np.testing.assert_allclose(restored.transform(X), ref, atol=1e-6)
-
-
-def test_pickle_of_named_backbone_does_not_store_weights(rng_images):
-    X = rng_images[0][:2]
-    named = CNNFeatureExtractor(**TINY).fit(X)
-    module = CNNFeatureExtractor(
-        model=load_backbone(TINY["model"], None)[0], weights=None, input_size=32
-    ).fit(X)
-    assert len(pickle.dumps(named)) * 10 < len(pickle.dumps(module))
+    np.testing.assert_allclose(
+        clone_.fit(X).transform(X), fitted.transform(X), atol=1e-6
+    )
 
 
 def test_feature_union_of_two_backbones(rng_images):
@@ -320,53 +321,7 @@ def test_set_output_pandas(fitted, rng_images):
     ]
 
 
-# --------------------------------------------------------------------- bad input
-@pytest.mark.parametrize(
-    "X,err,match",
-    [
-        (np.zeros((4, 8)), ValueError, "dimension"),
-        (np.zeros((2, 3, 8, 8, 3)), ValueError, "dimension"),
-        (np.zeros((2, 8, 8, 5), np.uint8), ValueError, "channel"),
-        (np.zeros((2, 2, 8, 8), np.uint8), ValueError, "channel"),
-        (np.zeros((0, 8, 8), np.uint8), ValueError, "0 images"),
-        ([], ValueError, "0 images"),
-        (np.full((2, 8, 8), np.nan), ValueError, "NaN"),
-        (np.full((2, 8, 8), -3.0), ValueError, "range|values"),
-        (np.full((2, 8, 8), 300.0), ValueError, "values"),
-        (["/no/such/file.png"], FileNotFoundError, "do not exist"),
-        ("/some/folder", TypeError, "single path"),
-        (np.array(["a", "b"]), FileNotFoundError, "do not exist"),
-        ([1, 2, 3], TypeError, "int"),
-    ],
-)
-def test_bad_input_is_a_clear_error(fitted, X, err, match):
-    with pytest.raises(err, match=match):
-        fitted.transform(X)
-
-
-def test_unreadable_image_file_names_the_file(fitted, tmp_path):
-    bad = tmp_path / "broken.png"
-    bad.write_bytes(b"not an image at all")
-    with pytest.raises(ValueError, match="broken.png"):
-        fitted.transform([str(bad)])
-
-
-def test_unknown_model_and_layer_list_choices(rng_images):
-    X = rng_images[0][:2]
-    with pytest.raises(ValueError, match="resnet18"):
-        CNNFeatureExtractor(model="resnet_nonexistent").fit(X)
-    with pytest.raises(ValueError, match="blocks.0"):
-        CNNFeatureExtractor(**TINY, layer="nope").fit(X)
-    with pytest.raises(ValueError, match="pooling"):
-        CNNFeatureExtractor(**TINY, pooling="median").fit(X)
-
-
-def test_too_small_input_size_is_a_value_error(rng_images):
-    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 5), torch.nn.Flatten())
-    with pytest.raises(ValueError, match="input_size"):
-        CNNFeatureExtractor(model=net, weights=None, input_size=2).fit(
-            rng_images[0][:2]
-        )
+# Bad input and unreadable files: the tables in test_reliability.py.
 
 
 # ------------------------------------------------------------- real weights

@@ -1,7 +1,5 @@
 """PrototypeClassifier and CosineSoftmaxClassifier."""
 
-import pickle
-
 import numpy as np
 import pytest
 from conftest import TINY
@@ -244,14 +242,6 @@ def test_all_unlabeled_raises():
     X, _ = make_clusters(2)
     with pytest.raises(ValueError, match="at least one labelled row"):
         CosineSoftmaxClassifier(unlabeled_label=-1).fit(X, np.full(len(X), -1))
-
-
-def test_pickle_round_trip():
-    X, y = make_clusters(3)
-    for clf in (PrototypeClassifier(), CosineSoftmaxClassifier(max_iter=10)):
-        clf.fit(X, y)
-        again = pickle.loads(pickle.dumps(clf))
-        assert_allclose(again.predict_proba(X), clf.predict_proba(X))
 
 
 def test_pipeline_after_cnn_codes(rng_images):

@@ -134,12 +134,13 @@ def test_finetuned_classifier_bf16_and_auto_paths(fast_bf16, images):
 
 
 def test_clear_caches_empties_every_registered_cache(images):
-    from sktransfer import _extractor
+    from sktransfer import _engine
 
     cache = process_cache("test-runtime-probe")
     cache["x"] = 1
-    CNNFeatureExtractor(**TINY).fit(images)  # shares its engine process-wide
-    assert _extractor._ENGINES
+    ext = CNNFeatureExtractor(**TINY).fit(images)
+    ext.transform(images[:2])  # shares its engine (and ONNX session) process-wide
+    assert _engine._SHARED and _engine._SESSIONS
     clear_caches()
-    assert cache == {} and not _extractor._ENGINES
+    assert cache == {} and not _engine._SHARED and not _engine._SESSIONS
     assert process_cache("test-runtime-probe") is cache  # same object, emptied

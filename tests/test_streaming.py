@@ -4,8 +4,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import TINY
-from PIL import Image
+from conftest import TINY, save_pngs
 
 from sktransfer import CNNFeatureExtractor
 
@@ -13,12 +12,7 @@ from sktransfer import CNNFeatureExtractor
 @pytest.fixture(scope="module")
 def png_paths(tmp_path_factory, rng_images):
     folder = tmp_path_factory.mktemp("pngs")
-    paths = []
-    for i, a in enumerate(rng_images[0][:10]):
-        p = folder / f"{i}.png"
-        Image.fromarray(a).save(p)
-        paths.append(str(p))
-    return paths
+    return save_pngs(rng_images[0][:10], folder)
 
 
 @pytest.mark.parametrize("num_workers", [0, 1])

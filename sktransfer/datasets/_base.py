@@ -198,8 +198,9 @@ def load_image_folder(path, *, extensions=IMAGE_EXTENSIONS, return_X_y=False):
     Parameters
     ----------
     path : str or path
-        ``path/<class name>/<image file>``; hidden files and other extensions are
-        skipped.
+        ``path/<class name>/<image file>`` (images in nested folders of a class
+        count for it); hidden files and folders (names starting with ``.``,
+        e.g. ``.thumbs``) and other extensions are skipped.
     extensions : tuple of str, default=common image extensions
         File suffixes (lower case) counted as images.
     return_X_y : bool, default=False
@@ -246,11 +247,10 @@ def load_image_folder(path, *, extensions=IMAGE_EXTENSIONS, return_X_y=False):
     )
     for cls in classes:
         for f in sorted((root / cls).rglob("*")):
-            if (
-                f.is_file()
-                and not f.name.startswith(".")
-                and f.suffix.lower() in extensions
-            ):
+            # Hidden anywhere below the class folder (``a/.thumbs/0.png``, a
+            # ``.ipynb_checkpoints`` copy) is not an image of class ``a``.
+            hidden = any(part.startswith(".") for part in f.relative_to(root).parts)
+            if f.is_file() and not hidden and f.suffix.lower() in extensions:
                 files.append(str(f))
                 labels.append(cls)
     if not files:

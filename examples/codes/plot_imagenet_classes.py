@@ -3,14 +3,14 @@ A pretrained network, used as it is
 ====================================
 
 When your classes *are* ImageNet classes, a pretrained network needs no training
-at all: run it and read its 1,000-way output (technique 9 of the source
-documents). :func:`~sktransfer.load_backbone` returns the network with its
+at all: run it and read its 1,000-way output (technique 9 of
+:ref:`techniques`). :func:`~sktransfer.load_backbone` returns the network with its
 preprocessing, and ``CNNFeatureExtractor(layer="classifier")`` returns the
 ImageNet logits as features. Here, EfficientNet-Lite0's ImageNet weights (shipped
 offline) on scikit-image's bundled photos.
 
 When your classes are *not* ImageNet's, replace the last layer: keep the
-penultimate codes (:ref:`sphx_glr_auto_examples_plot_cnn_codes_heads.py`) or
+penultimate codes (:ref:`sphx_glr_auto_examples_codes_plot_cnn_codes_heads.py`) or
 fine-tune a new head of your class count.
 """
 
@@ -26,7 +26,9 @@ photos = [getattr(data, n)() for n in names]  # RGB arrays of different sizes
 
 # A list of arrays of different sizes is a valid X: each is resized to 224 px
 # and normalized the way the weights expect (mean 0.5, std 0.5 for these).
-imagenet = CNNFeatureExtractor(model="efficientnet_lite0", layer="classifier")
+imagenet = CNNFeatureExtractor(
+    model="efficientnet_lite0", layer="classifier", precision="fp32"
+)
 logits = imagenet.fit_transform(photos)
 proba = np.exp(logits - logits.max(1, keepdims=True))
 proba /= proba.sum(1, keepdims=True)
