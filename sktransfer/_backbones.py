@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ._images import RESIZE_MODES
-from ._runtime import process_cache
+from ._runtime import GLOBAL_RNG_LOCK, process_cache
 
 __all__ = [
     "Preprocessing",
@@ -536,7 +536,7 @@ def _seeded_build(model, weights, seed):
     caller's RNG where it was, so a seeded fit that loads the weights for the
     first time draws the same numbers as one served from the cache.
     """
-    with torch.random.fork_rng(devices=[]):
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         return _build(model, weights)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from numbers import Integral, Real
 from pathlib import Path
@@ -21,13 +22,15 @@ from sklearn.utils.validation import (
 )
 from torch import nn
 
+from ._activations import ActivationSet, CachedDataset, plan_cut, sequential_units
 from ._augment import make_augmentation
 from ._backbones import find_head, load_backbone, strip_head
 from ._base import _ImageEstimatorMixin
-from ._cache import state_digest
+from ._cache import CodeCache, image_digests, resolve_cache_dir, state_digest
 from ._doclink import DocLinkMixin
 from ._engine import TorchEngine, build_engine, forward_halving
-from ._fit_callbacks import BestWeights, NaNGuard, PhaseSwitch, Schedule
+from ._fit_callbacks import BestWeights, DrawViews, NaNGuard, PhaseSwitch, Schedule
+from ._heads import build_head, class_means, fit_linear_probe
 from ._images import Preprocessor, iter_batches, resolve_num_workers
 from ._labels import check_no_missing_labels, check_sample_weight
 from ._runtime import resolve_device, resolve_engine, training_autocast
@@ -35,11 +38,13 @@ from ._training import (
     FineTuneModule,
     FineTuneNet,
     ImageDataset,
+    OwnedRNG,
+    SeededTransform,
     WeightedCrossEntropy,
     adabn,
-    build_head,
     export_state,
     frozen_features,
+    is_stochastic,
     make_loader,
     recalibrate_bn,
     resolve_trainable,
@@ -53,6 +58,11 @@ __all__ = ["FineTunedClassifier"]
 # Exporting the fine-tuned net to ONNX costs seconds: with engine="auto" it is
 # worth it from a few hundred images on (then kept for every later call).
 _ENGINE_MIN_IMAGES = 256
+# The default policy (train_layers / augment / augment_views = "auto"); see the
+# class docstring and docs/user_guide/fine_tuning.rst.
+_AUTO_TRAIN_LAYERS = 3
+_AUTO_AUGMENT = ("flip", "translate")
+_AUTO_VIEWS = 4
 
 
 class FineTunedClassifier(
@@ -82,8 +92,9 @@ class FineTunedClassifier(
         Training and prediction resolution; ``None`` uses the weights' own size
         (224 for ImageNet weights). Smaller is faster; any size works (the
         networks pool adaptively).
-    train_layers : {"head", "all"}, int or str, default="all"
-        What is trained besides the new head. ``"head"``: nothing (a linear
+    train_layers : {"auto", "head", "all"}, int or str, default="auto"
+        What is trained besides the new head. ``"auto"``: the last 3 stages
+        (see "Default policy" below); ``"head"``: nothing (a linear
         probe: the body is frozen); ``"all"``: everything; an int ``k``: the last
         ``k`` stages of the body (``conv_stem, bn1, blocks.0 .. blocks.6,
         conv_head, bn2`` for EfficientNets, ``layer1 .. layer4`` for ResNets);
@@ -138,18 +149,34 @@ class FineTunedClassifier(
     validation_fraction : float, default=0.1
     patience : int, default=3
     monitor : {"valid_loss", "valid_acc"}, default="valid_loss"
-    augment : None, str, list of str or callable, default=None
-        Training-time augmentation: ``"flip"``, ``"light"`` (flip + translate),
+    augment : "auto", None, str, list of str or callable, default="auto"
+        Training-time augmentation. ``"auto"``: ``("flip", "translate")`` (the
+        default policy); ``"flip"``, ``"light"`` (flip + translate),
         ``"standard"`` (flip + translate + rotate + crop-scale), a list of names
         among ``"flip"``, ``"translate"``, ``"rotate"``, ``"crop_scale"`` (leave out
         ``"flip"`` for images that are not left-right symmetric), or a callable on
         ``(c, h, w)`` float tensors in ``[0, 1]``.
+    augment_views : "auto" or int, default="auto"
+        With the activation cache (see Notes), augmentation is precomputed:
+        ``augment_views`` augmented views of every image go through the frozen
+        part once, and each epoch trains on one of them per image, drawn anew.
+        ``"auto"`` is 4. Without the cache, every epoch augments afresh and
+        this is unused.
     head : {"linear", "cosine"}, default="linear"
         A linear layer, or a cosine-similarity head with a learnable scale.
-    head_init : {"xavier", "normal", "zeros", "class_means"}, default="xavier"
-        Initial head weights (biases start at 0). ``"normal"`` uses std 0.01;
-        ``"class_means"`` sets each class's row to the normalized mean of its
-        training images' features (the few-shot recipe's ``W = M, b = 0``).
+    head_init : {"auto", "lp", "xavier", "normal", "zeros", "class_means"}, \
+            default="auto"
+        Initial head weights (biases start at 0). ``"lp"`` (LP-FT, Kumar et al.
+        2022): the exact linear probe, a multinomial logistic regression (LBFGS)
+        on the frozen network's features of the un-augmented training images,
+        minimizing the (sample-weighted) mean cross-entropy plus
+        ``weight_decay / 2 * ||W||**2`` (bias unpenalized; sklearn's
+        ``LogisticRegression(C=1 / (weight_decay * n_train))``; label smoothing
+        is not part of it); fine-tuning then starts from that head. Linear
+        heads only. ``"normal"`` uses std 0.01; ``"class_means"`` sets each
+        class's row to the normalized mean of its training images' features
+        (the few-shot recipe's ``W = M, b = 0``). ``"auto"``: ``"lp"`` for a
+        linear head, ``"class_means"`` for a cosine head.
     class_weight : dict, "balanced" or None, default=None
         Per-class weights in the loss, as in sklearn.
     device : {"auto", "cpu", "cuda", "cuda:N"}, default="auto"
@@ -192,6 +219,12 @@ class FineTunedClassifier(
         or standardized data), as in :class:`CNNFeatureExtractor`.
     callbacks : list of skorch callbacks or None, default=None
         Extra skorch callbacks, e.g. :class:`sktransfer.callbacks.WeightTracker`.
+    cache : None, False, str or path, default=None
+        The activation cache (see Notes) lives in this process (RAM, then
+        temporary memmap files) whatever this says; a directory (``~``
+        expanded) also writes it there, so that other processes (joblib / dask
+        workers, later runs) with the same images and network read it instead
+        of computing it. ``False`` turns the activation cache off.
     random_state : int, RandomState or None, default=None
         Seeds initialization, the validation split, shuffling, augmentation and
         dropout; the same seed and data give the same predictions on the same
@@ -216,6 +249,11 @@ class FineTunedClassifier(
         Parameters trained in the main phase (head included).
     preprocessing_ : Preprocessing
         Input size, mean and std in use.
+    policy_ : dict
+        The values the ``"auto"`` parameters took (``train_layers``,
+        ``head_init``, ``augment``, ``augment_views``) and where the activation
+        cache cut the network (``"cache"``: ``"after <unit> ..."`` or
+        ``"off: <reason>"``). ``verbose >= 1`` prints it after fit.
     n_features_in_ : int
         Only set when ``input_shape`` is given.
 
@@ -231,6 +269,27 @@ class FineTunedClassifier(
     optimizer. A ``KeyboardInterrupt`` ends training early; with
     ``early_stopping=True`` the best weights so far are restored (a warning
     says so). A non-finite loss stops training with a ``ValueError``.
+
+    **Activation cache.** When the part of the network before the first
+    trained layer is frozen (``train_layers`` ``"head"``, an int or a module
+    name; BatchNorms ``"frozen"``, ``"eval"`` or ``"adabn"``), ``fit`` runs
+    that part once per image (and per augmented view) and every epoch trains
+    only the rest: an epoch of ``train_layers=3`` on EfficientNet-Lite0 costs
+    a fraction of a forward pass. The cache is shared, within the process, by
+    epochs, CV folds and grid candidates that have the same frozen part (same
+    images, weights, cut, preprocessing). Without augmentation the cached fit
+    gives the weights of the uncached one (``cache=False``) within float
+    tolerance. ``bn="train"`` and ``train_layers="all"`` cannot be cached
+    (``verbose`` says so). The cut follows the body's top-level children (the
+    stages of ``blocks`` / ``features`` / ``layer`` containers), checked once
+    against the network's own forward.
+
+    **Default policy** (``train_layers``, ``head_init``, ``augment``,
+    ``augment_views`` = ``"auto"``): LP-FT on the last 3 stages -- the exact
+    linear probe as the head's start, then the last 3 stages (for
+    EfficientNets ``blocks.6, conv_head, bn2``; for ResNets ``layer2 ..
+    layer4``) trained with flip + translate augmentation, 4 precomputed views
+    per image. ``policy_`` reports the values used.
 
     Few images per class (benchmarks/fashion_lowdata.py, 20 per class): train
     the head first and only the last stages, start the head from the class
@@ -275,7 +334,7 @@ class FineTunedClassifier(
     _parameter_constraints = {
         **_ImageEstimatorMixin._parameter_constraints,
         "train_layers": [
-            StrOptions({"head", "all"}),
+            StrOptions({"auto", "head", "all"}),
             Interval(Integral, 0, None, closed="left"),
             str,
         ],
@@ -296,10 +355,17 @@ class FineTunedClassifier(
         "patience": [Interval(Integral, 1, None, closed="left")],
         "monitor": [StrOptions({"valid_loss", "valid_acc"})],
         "augment": [str, list, tuple, callable, None],
+        "augment_views": [
+            StrOptions({"auto"}),
+            Interval(Integral, 1, None, closed="left"),
+        ],
         "head": [StrOptions({"linear", "cosine"})],
-        "head_init": [StrOptions({"xavier", "normal", "zeros", "class_means"})],
+        "head_init": [
+            StrOptions({"auto", "xavier", "normal", "zeros", "class_means", "lp"})
+        ],
         "class_weight": [dict, StrOptions({"balanced"}), None],
         "callbacks": [list, None],
+        "cache": [str, os.PathLike, "boolean", None],
         "random_state": ["random_state"],
     }
 
@@ -309,7 +375,7 @@ class FineTunedClassifier(
         model="efficientnet_lite0",
         weights="imagenet",
         input_size=None,
-        train_layers="all",
+        train_layers="auto",
         bn="frozen",
         lr=1e-3,
         backbone_lr=None,
@@ -327,9 +393,10 @@ class FineTunedClassifier(
         validation_fraction=0.1,
         patience=3,
         monitor="valid_loss",
-        augment=None,
+        augment="auto",
+        augment_views="auto",
         head="linear",
-        head_init="xavier",
+        head_init="auto",
         class_weight=None,
         device="auto",
         precision="auto",
@@ -339,6 +406,7 @@ class FineTunedClassifier(
         input_shape=None,
         pixel_range="auto",
         callbacks=None,
+        cache=None,
         random_state=None,
         verbose=0,
     ):
@@ -364,6 +432,7 @@ class FineTunedClassifier(
         self.patience = patience
         self.monitor = monitor
         self.augment = augment
+        self.augment_views = augment_views
         self.head = head
         self.head_init = head_init
         self.class_weight = class_weight
@@ -375,65 +444,11 @@ class FineTunedClassifier(
         self.input_shape = input_shape
         self.pixel_range = pixel_range
         self.callbacks = callbacks
+        self.cache = cache
         self.random_state = random_state
         self.verbose = verbose
 
     # ------------------------------------------------------------------ helpers
-    def _build_module(self, n_classes):
-        net, prep = load_backbone(self.model, self.weights)
-        prep = prep.override(input_size=self.input_size, resize=self.resize)
-        head_name = find_head(net)
-        self._state_keys = list(net.state_dict())
-        self._head_name = head_name
-        sizes = strip_head(net) if head_name is not None else None
-        out = self._probe(net.eval(), prep, n=2)
-        n_features = int(out.flatten(1).shape[1]) if sizes is None else sizes[0]
-        drop_sites = set_drop_path(net, self.drop_path) if self.drop_path else []
-        if self.drop_path > 0 and not drop_sites:
-            raise ValueError(
-                f"drop_path={self.drop_path} but {type(net).__name__} has no "
-                f"residual blocks with a stochastic-depth slot (supported: timm "
-                f"EfficientNet/MobileNet/ResNet/ConvNeXt/ViT, torchvision "
-                f"EfficientNet/ConvNeXt/Swin). Use drop_path=0."
-            )
-        head = build_head(self.head, self.head_init, n_features, n_classes)
-        return FineTuneModule(net, head, self.dropout, self.bn), prep, drop_sites
-
-    def _split(self, y, seed):
-        """Train / validation indices; every class keeps a training image."""
-        idx = np.arange(len(y))
-        if not self.early_stopping:
-            return idx, None
-        try:
-            train, valid = train_test_split(
-                idx, test_size=self.validation_fraction, stratify=y, random_state=seed
-            )
-        except ValueError:  # a class too small to stratify: plain random split
-            train, valid = train_test_split(
-                idx, test_size=self.validation_fraction, random_state=seed
-            )
-        # A class whose images all went to validation would never be trained on:
-        # give one of them back.
-        lost = np.setdiff1d(np.unique(y), y[train])
-        if len(lost):
-            back = np.array([valid[y[valid] == k][0] for k in lost])
-            train = np.sort(np.concatenate([train, back]))
-            valid = np.setdiff1d(valid, back)
-            warnings.warn(
-                f"early_stopping: {len(lost)} class(es) have too few images to be "
-                f"both trained on and validated (e.g. {self.classes_[lost[:3]]}); "
-                f"they are kept for training only, so the validation score does "
-                f"not cover them. Add images or use early_stopping=False.",
-                UserWarning,
-                stacklevel=5,  # _split < _fit < fit < _fit_context < caller
-            )
-        if len(valid) == 0:
-            raise ValueError(
-                f"early_stopping=True needs a validation set, but {len(y)} images "
-                f"leave none once every class keeps a training image. Use more "
-                f"images, a larger validation_fraction, or early_stopping=False."
-            )
-        return train, valid
 
     # ------------------------------------------------------------------ fitting
     @_fit_context(prefer_skip_nested_validation=True)
@@ -486,17 +501,59 @@ class FineTunedClassifier(
         weight = weight.astype(np.float32)
         seed = int(check_random_state(self.random_state).randint(2**31 - 1))
         device = resolve_device(self.device)
-        cuda = [device.index or 0] if device.type == "cuda" else []
-        with torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(seed)
-            self._fit(images, y_enc, weight, seed, device)
+        self._fit(images, y_enc, weight, seed, device)  # owns its RNG streams
         return self
 
-    def _fit(self, images, y, weight, seed, device):
-        module, prep, drop_sites = self._build_module(len(self.classes_))
-        self.preprocessing_ = prep
-        pre = Preprocessor(prep)
-        trainable = resolve_trainable(module.body, self.train_layers)
+    # ------------------------------------------------------------------ policy
+    def _resolve_policy(self, n_images):
+        """The values of the ``"auto"`` parameters for ``n_images`` training images."""
+        policy = {}
+        policy["train_layers"] = (
+            _AUTO_TRAIN_LAYERS if self.train_layers == "auto" else self.train_layers
+        )
+        if self.head_init == "auto":
+            policy["head_init"] = "lp" if self.head == "linear" else "class_means"
+        else:
+            policy["head_init"] = self.head_init
+        policy["augment"] = _AUTO_AUGMENT if self.augment == "auto" else self.augment
+        if self.augment_views == "auto":
+            policy["augment_views"] = _AUTO_VIEWS
+        else:
+            policy["augment_views"] = int(self.augment_views)
+        if policy["head_init"] == "lp" and self.head != "linear":
+            raise ValueError(
+                f"head_init='lp' fits a linear head exactly (logistic regression), "
+                f"but head={self.head!r}. Use head='linear', or "
+                f"head_init='class_means' for a cosine head."
+            )
+        return policy
+
+    # ----------------------------------------------------------------- phases
+    def _build_module(self, n_classes, generator):
+        net, prep = load_backbone(self.model, self.weights)
+        prep = prep.override(input_size=self.input_size, resize=self.resize)
+        head_name = find_head(net)
+        self._state_keys = list(net.state_dict())
+        self._head_name = head_name
+        sizes = strip_head(net) if head_name is not None else None
+        out = self._probe(net.eval(), prep, n=2)
+        n_features = int(out.flatten(1).shape[1]) if sizes is None else sizes[0]
+        drop_sites = set_drop_path(net, self.drop_path) if self.drop_path else []
+        if self.drop_path > 0 and not drop_sites:
+            raise ValueError(
+                f"drop_path={self.drop_path} but {type(net).__name__} has no "
+                f"residual blocks with a stochastic-depth slot (supported: timm "
+                f"EfficientNet/MobileNet/ResNet/ConvNeXt/ViT, torchvision "
+                f"EfficientNet/ConvNeXt/Swin). Use drop_path=0."
+            )
+        head = build_head(
+            self.head, self.policy_["head_init"], n_features, n_classes, generator
+        )
+        return FineTuneModule(net, head, self.dropout, self.bn), prep, drop_sites
+
+    def _freeze(self, module, drop_sites):
+        """Set ``requires_grad`` per ``train_layers`` / ``bn``; the trained names."""
+        trainable = resolve_trainable(module.body, self.policy_["train_layers"])
         if self.bn == "train":
             trainable |= {
                 f"{name}.{p}"
@@ -515,38 +572,166 @@ class FineTunedClassifier(
             warnings.warn(
                 f"drop_path={self.drop_path} has no effect: none of the blocks "
                 f"that can be skipped ({', '.join(drop_sites[-3:])}, ...) "
-                f"is trained with train_layers={self.train_layers!r}, and frozen "
-                f"blocks never drop. Train more layers or use drop_path=0.",
+                f"is trained with train_layers={self.policy_['train_layers']!r}, "
+                f"and frozen blocks never drop. Train more layers or use "
+                f"drop_path=0.",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
-        module.to(device)
+        return trainable
 
-        train_idx, valid_idx = self._split(y, seed)
-        full = ImageDataset(images, pre, y, weight)
-        train_ds = full if valid_idx is None else full.subset(train_idx)
-        valid_ds = None if valid_idx is None else full.subset(valid_idx)
-        plain = make_loader(train_ds, self.batch_size)
-        if self.bn == "adabn":
-            adabn(module, plain, device)
-        if self.head_init == "class_means":
-            feats, labels = frozen_features(module, plain, device)
-            means = torch.stack(
-                [
-                    torch.nn.functional.normalize(feats, dim=1)[labels == k].mean(0)
-                    for k in range(len(self.classes_))
-                ]
+    def _split(self, y, seed):
+        """Train / validation indices; every class keeps a training image."""
+        idx = np.arange(len(y))
+        if not self.early_stopping:
+            return idx, None
+        try:
+            train, valid = train_test_split(
+                idx, test_size=self.validation_fraction, stratify=y, random_state=seed
             )
-            means = torch.nn.functional.normalize(means, dim=1)
-            with torch.no_grad():
-                module.head.weight.copy_(means.to(module.head.weight))
+        except ValueError:  # a class too small to stratify: plain random split
+            train, valid = train_test_split(
+                idx, test_size=self.validation_fraction, random_state=seed
+            )
+        # A class whose images all went to validation would never be trained on:
+        # give one of them back.
+        lost = np.setdiff1d(np.unique(y), y[train])
+        if len(lost):
+            back = np.array([valid[y[valid] == k][0] for k in lost])
+            train = np.sort(np.concatenate([train, back]))
+            valid = np.setdiff1d(valid, back)
+            warnings.warn(
+                f"early_stopping: {len(lost)} class(es) have too few images to be "
+                f"both trained on and validated (e.g. {self.classes_[lost[:3]]}); "
+                f"they are kept for training only, so the validation score does "
+                f"not cover them. Add images or use early_stopping=False.",
+                UserWarning,
+                stacklevel=5,  # _split < _fit < fit < _fit_context < caller
+            )
+        if len(valid) == 0:
+            raise ValueError(
+                f"early_stopping=True needs a validation set, but {len(y)} images "
+                f"leave none once every class keeps a training image. Use more "
+                f"images, a larger validation_fraction, or early_stopping=False."
+            )
+        return train, valid
+
+    def _cache_dir(self):
+        if isinstance(self.cache, bool):
+            return None
+        root = resolve_cache_dir(self.cache)
+        return None if root is None else Path(os.path.expanduser(str(root)))
+
+    def _activations(self, module, full, images, trainable, seed, device, autocast):
+        """The frozen prefix's outputs (an :class:`ActivationSet`), or None.
+
+        None (with the reason in ``policy_["cache"]``) when the part before the
+        first trained layer cannot be cached.
+        """
+        probe = full.pre.normalize(full.image(0)[None].expand(2, -1, -1, -1))
+        if self.cache is False:
+            cut, reason = None, "cache=False"
+        else:
+            cut, reason = plan_cut(module.body, trainable, self.bn, probe.to(device))
+        if cut is None:
+            self.policy_["cache"] = f"off: {reason}"
+            if self.verbose:
+                print(
+                    f"[FineTunedClassifier] activation cache off ({reason}): every "
+                    f"epoch runs the whole network."
+                )
+            return None
+        units = sequential_units(module.body)
+        transform = make_augmentation(self.policy_["augment"], full.pre.p.input_size)
+        views = self.policy_["augment_views"] if transform is not None else 0
+        root = self._cache_dir()
+        acts = ActivationSet(
+            units,
+            cut,
+            full,
+            image_digests(images),
+            spec=(
+                f"finetune-prefix|{state_digest(module.body)}|cut={units[cut - 1][0]}"
+                f"|{full.pre.p}|autocast={autocast}"
+            ),
+            transform=transform,
+            n_views=views,
+            view_seed=seed,
+            device=device,
+            autocast=autocast,
+            batch_size=self.batch_size,
+            disk=None if root is None else (lambda spec, w: CodeCache(root, spec, w)),
+        )
+        self.policy_["cache"] = (
+            f"after {units[cut - 1][0]} ({cut} of {len(units)} units frozen), "
+            f"{views} augmented view(s) per image"
+        )
+        if self.verbose:
+            print(f"[FineTunedClassifier] activation cache at {self.policy_['cache']}")
+        return acts
+
+    def _init_head(self, module, plain, device, y_train, w_train):
+        """``head_init="class_means"`` / ``"lp"``: the head from frozen features."""
+        init = self.policy_["head_init"]
+        if init not in ("class_means", "lp"):
+            return
+        feats, labels = frozen_features(module, plain, device)
+        n_classes = len(self.classes_)
+        with torch.no_grad():
+            if init == "class_means":
+                module.head.weight.copy_(class_means(feats, labels, n_classes))
                 if getattr(module.head, "bias", None) is not None:
                     module.head.bias.zero_()
-        train_ds = train_ds.with_transform(
-            make_augmentation(self.augment, prep.input_size)
+            else:
+                w, b = fit_linear_probe(
+                    feats.numpy(), y_train, n_classes, self.weight_decay, w_train
+                )
+                module.head.weight.copy_(w)
+                module.head.bias.copy_(b)
+
+    def _fit(self, images, y, weight, seed, device):
+        self.policy_ = self._resolve_policy(len(images))
+        rng = OwnedRNG(seed, device)
+        gen = torch.Generator().manual_seed(seed)
+        module, prep, drop_sites = self._build_module(len(self.classes_), gen)
+        self.preprocessing_ = prep
+        trainable = self._freeze(module, drop_sites)
+        module.to(device)
+        autocast = training_autocast(self.precision, device)
+
+        # ---- data: images, or the frozen prefix's cached activations
+        train_idx, valid_idx = self._split(y, seed)
+        full = ImageDataset(images, Preprocessor(prep), y, weight)
+        if self.bn == "adabn":
+            adabn(module, make_loader(full.subset(train_idx), self.batch_size), device)
+        acts = self._activations(
+            module, full, images, trainable, seed, device, autocast
+        )
+        draw = None
+        if acts is None:
+            train_ds = full.subset(train_idx)
+            valid_ds = None if valid_idx is None else full.subset(valid_idx)
+            plain_ds = train_ds
+            transform = make_augmentation(self.policy_["augment"], prep.input_size)
+            if transform is not None:
+                train_ds = train_ds.with_transform(SeededTransform(transform, rng))
+        else:
+            module.cut = len(acts.prefix)
+            train_ds = CachedDataset(acts, train_idx, y, weight)
+            valid_ds = None if valid_idx is None else CachedDataset(acts, valid_idx, y)
+            plain_ds = train_ds.clean()
+            if acts.n_views:
+                draw = DrawViews(train_ds, acts.n_views, seed)
+        plain = make_loader(plain_ds, self.batch_size)
+        self._init_head(
+            module,
+            plain,
+            device,
+            y[train_idx],
+            None if weight is None else weight[train_idx],
         )
 
-        autocast = training_autocast(self.precision, device)
+        # ---- training
         backbone_lr = self.lr / 10 if self.backbone_lr is None else self.backbone_lr
         ft = {
             "trainable": trainable,
@@ -567,6 +752,8 @@ class FineTunedClassifier(
         phases = [(0, freeze), (freeze, self.max_epochs - freeze)]
         phases = [p for p in phases if p[1] > 0]
         callbacks = [("phase", PhaseSwitch(freeze)), ("nan_guard", NaNGuard())]
+        if draw is not None:
+            callbacks.append(("draw_views", draw))
         if self.scheduler is not None:
             callbacks.append(
                 ("schedule", Schedule(self.scheduler, phases, steps - drop_last))
@@ -595,7 +782,8 @@ class FineTunedClassifier(
             iterator_train__shuffle=True,
             iterator_train__seed=seed,
             iterator_train__num_workers=0
-            if full.cache is not None and self.num_workers == "auto"
+            if acts is not None
+            or (full.cache is not None and self.num_workers == "auto")
             else resolve_num_workers(self.num_workers, images),
             iterator_train__drop_last=drop_last,
             iterator_valid=make_loader,
@@ -607,14 +795,33 @@ class FineTunedClassifier(
             verbose=self.verbose,
             ft=ft,
         )
+        net.rng_ = rng if is_stochastic(module) else None
+        bns = trained_bns(module)
+        if valid_ds is not None and bns:
+            # Validate on the BatchNorm statistics the returned model will have.
+            def exact_bn():
+                if not module.head_only:
+                    recalibrate_bn(module, plain, device, bns)
+
+            net.before_valid_ = exact_bn
         net.fit(train_ds, None)
         # Exact BatchNorm statistics for the final (best) weights: the moving
         # averages of a short fine-tune still mix in the old data's statistics.
-        recalibrate_bn(module, plain, device, trained_bns(module))
-        # Fitted state only: no optimizer moments, datasets or valid split in pickles.
+        recalibrate_bn(module, plain, device, bns)
+        self._finish(net, module, best, trainable)
+        return self
+
+    def _finish(self, net, module, best, trainable):
+        """Keep the fitted state only: no optimizer moments, data or caches."""
+        module.cut = None  # predictions take images
         net.optimizer_.state.clear()
         net.train_split = None
         net.l1_params_ = []
+        net.rng_ = None
+        net.before_valid_ = None
+        for _, cb in net.callbacks_:
+            if isinstance(cb, DrawViews):
+                cb.dataset = None  # the activations are not part of the model
         # skorch pickles its ``module`` argument apart from ``module_``: a second
         # copy of every weight. Keep the class only (fit builds a new net anyway).
         net.module = type(module)
@@ -629,7 +836,8 @@ class FineTunedClassifier(
                 if not n.startswith("body.") or n[5:] in trainable
             )
         )
-        return self
+        if self.verbose:
+            print(f"[FineTunedClassifier] policy: {self.policy_}")
 
     @property
     def history_(self):

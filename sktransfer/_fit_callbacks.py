@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import warnings
 
+import numpy as np
 import torch
 from skorch.callbacks import Callback
 
@@ -147,3 +148,21 @@ class BestWeights(Callback):
                 stacklevel=2,
             )
         self.best_state_ = None  # free the copy: the module holds these weights now
+
+
+class DrawViews(Callback):
+    """Pick one cached augmented view per training image at each epoch.
+
+    Views ``1..n_views`` of :class:`~sktransfer._activations.CachedDataset`;
+    the draw of epoch ``e`` depends on ``(seed, e)`` alone.
+    """
+
+    def __init__(self, dataset, n_views, seed):
+        self.dataset = dataset
+        self.n_views = n_views
+        self.seed = seed
+
+    def on_epoch_begin(self, net, **kwargs):
+        epoch = len(net.history) - 1
+        rng = np.random.default_rng([self.seed, epoch])
+        self.dataset.views = rng.integers(1, self.n_views + 1, len(self.dataset))

@@ -172,6 +172,13 @@ def training_autocast(precision, device):
     return resolve_precision(precision, device)
 
 
+# ------------------------------------------------------------------ global RNG
+#: Held by every section that reads or reseeds torch's global (CPU) RNG on
+#: behalf of one computation (a seeded network build, a fit's dropout), so that
+#: concurrent fits in threads each get their own reproducible stream.
+GLOBAL_RNG_LOCK = threading.RLock()
+
+
 # ---------------------------------------------------------------- process caches
 _REGISTRY = {}
 _REGISTRY_LOCK = threading.Lock()

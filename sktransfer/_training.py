@@ -18,7 +18,10 @@ from skorch.dataset import unpack_data
 from skorch.utils import to_tensor
 from torch import nn
 
+from ._activations import run_units, sequential_units
 from ._backbones import backbone_stages
+from ._heads import CosineHead, build_head  # noqa: F401 - re-exported
+from ._runtime import GLOBAL_RNG_LOCK
 
 _BN = nn.modules.batchnorm._BatchNorm
 # Resized training images are kept in memory when they fit in this budget, so an
@@ -27,45 +30,6 @@ _CACHE_BYTES = 2 * 1024**3
 
 
 # ------------------------------------------------------------------------ the module
-class CosineHead(nn.Module):
-    """Cosine-similarity classifier: ``scale * normalize(x) @ normalize(W).T``.
-
-    The few-shot recipe's head: logits depend on directions only, with a
-    learnable temperature ``scale``.
-    """
-
-    def __init__(self, in_features, out_features, scale=10.0):
-        super().__init__()
-        self.weight = nn.Parameter(torch.empty(out_features, in_features))
-        self.scale = nn.Parameter(torch.tensor(float(scale)))
-        nn.init.xavier_uniform_(self.weight)
-
-    def forward(self, x):
-        return (
-            self.scale
-            * F.normalize(x.float(), dim=1)
-            @ F.normalize(self.weight, dim=1).T
-        )
-
-
-def build_head(kind, init, n_features, n_classes):
-    """A new ``"linear"`` or ``"cosine"`` head; biases start at 0.
-
-    ``init="class_means"`` is applied later, from features (xavier until then).
-    """
-    if kind == "cosine":
-        return CosineHead(n_features, n_classes)
-    head = nn.Linear(n_features, n_classes)
-    nn.init.zeros_(head.bias)
-    if init == "normal":
-        nn.init.normal_(head.weight, std=0.01)
-    elif init == "zeros":
-        nn.init.zeros_(head.weight)
-    else:
-        nn.init.xavier_uniform_(head.weight)
-    return head
-
-
 def export_state(module, head_name, state_keys):
     """State dict of the fine-tuned network under the original architecture's names.
 
@@ -106,14 +70,31 @@ class FineTuneModule(nn.Module):
         self.head = head
         self.bn = bn
         self.head_only = False  # True during the freeze_epochs phase
+        # When set, inputs are the cached outputs of the body's first ``cut``
+        # sequential units (the frozen prefix) and only the rest runs.
+        self.cut = None
         self._frozen_key = None
         self._frozen = []
 
     def features(self, x):
-        out = self.body(x)
+        if self.cut is None:
+            out = self.body(x)
+        else:
+            out = run_units(sequential_units(self.body)[self.cut :], x)
         return out.flatten(1) if out.ndim > 2 else out
 
     def forward(self, x):
+        if self.training and x.shape[0] == 1:
+            # One image has no batch statistics (torch raises on 1x1 maps):
+            # training BatchNorms normalize it with their running statistics.
+            bns = [m for m in self.body.modules() if isinstance(m, _BN) and m.training]
+            for m in bns:
+                m.eval()
+            try:
+                return self.head(self.dropout(self.features(x)))
+            finally:
+                for m in bns:
+                    m.train()
         return self.head(self.dropout(self.features(x)))
 
     def _frozen_modules(self):
@@ -244,6 +225,26 @@ def trained_bns(module):
     return found
 
 
+def _at_least_two(batches):
+    """Re-group batches so that none holds a single item.
+
+    A training-mode BatchNorm on one item with 1x1 maps has one value per
+    channel and no variance (torch raises), so a lone item joins its
+    neighbour.
+    """
+    pending = None
+    for x in batches:
+        if pending is None:
+            pending = x
+        elif len(pending) < 2 or len(x) < 2:
+            pending = torch.cat([pending, x])
+        else:
+            yield pending
+            pending = x
+    if pending is not None:
+        yield pending
+
+
 def recalibrate_bn(module, loader, device, bns=None):
     """Set BatchNorm running statistics to exact averages over ``loader``.
 
@@ -252,11 +253,14 @@ def recalibrate_bn(module, loader, device, bns=None):
     the statistics still reflect the old data or the initial ones, and eval-mode
     predictions collapse. One pass over the training images with cumulative
     averaging (as SWA's ``update_bn`` does) fixes them for the final weights.
-    ``bns`` limits the pass to some layers (default: all of the body's).
+    ``bns`` limits the pass to some layers (default: all of the body's). The
+    loader's items are what ``module.features`` takes (images, or cached
+    activations when ``module.cut`` is set); a lone last item joins the batch
+    before it, and with a single item in all the statistics are left as they are.
     """
     if bns is None:
         bns = [m for m in module.body.modules() if isinstance(m, _BN)]
-    if not bns:
+    if not bns or len(loader.dataset) < 2:
         return
     saved = [m.momentum for m in bns]
     module.eval()
@@ -265,8 +269,8 @@ def recalibrate_bn(module, loader, device, bns=None):
         m.momentum = None  # cumulative average over all batches
         m.train()
     with torch.no_grad():
-        for x, _ in loader:
-            module.body(x["x"].to(device))
+        for x in _at_least_two(x["x"] for x, _ in loader):
+            module.features(x.to(device))
     for m, mom in zip(bns, saved, strict=True):
         m.momentum = mom
     module.eval()
@@ -280,6 +284,91 @@ def frozen_features(module, loader, device):
         feats.append(module.features(x["x"].to(device)).float().cpu())
         ys.append(y)
     return torch.cat(feats), torch.cat(ys)
+
+
+# ------------------------------------------------------------------------ the RNG
+class OwnedRNG:
+    """A fit's own stream of torch's global RNG, swapped in where it is needed.
+
+    Dropout and stochastic depth can only draw from torch's global RNG. Two fits
+    running in threads would interleave their draws there, so neither would be
+    reproducible. Inside :meth:`active` (serialized by the process-wide
+    ``GLOBAL_RNG_LOCK``) the global CPU RNG -- and the CUDA RNG of ``device`` --
+    holds this fit's state, which is saved back afterwards; outside, the fit
+    never reads the global RNG (its head init, split, shuffling and
+    augmentation use generators of their own).
+    """
+
+    def __init__(self, seed, device=None):
+        self.seed = int(seed)
+        gen = torch.Generator()
+        gen.manual_seed(self.seed)
+        self.state = gen.get_state()
+        self.cuda = device if device is not None and device.type == "cuda" else None
+        self.cuda_state = None
+
+    @contextlib.contextmanager
+    def active(self):
+        with GLOBAL_RNG_LOCK:
+            saved = torch.random.get_rng_state()
+            torch.random.set_rng_state(self.state)
+            cuda_saved = None
+            if self.cuda is not None:
+                cuda_saved = torch.cuda.get_rng_state(self.cuda)
+                if self.cuda_state is None:
+                    with torch.cuda.device(self.cuda):
+                        torch.cuda.manual_seed(self.seed)
+                else:
+                    torch.cuda.set_rng_state(self.cuda_state, self.cuda)
+            try:
+                yield
+            finally:
+                self.state = torch.random.get_rng_state()
+                torch.random.set_rng_state(saved)
+                if self.cuda is not None:
+                    self.cuda_state = torch.cuda.get_rng_state(self.cuda)
+                    torch.cuda.set_rng_state(cuda_saved, self.cuda)
+
+    def __getstate__(self):
+        return {**self.__dict__, "cuda": None, "cuda_state": None}
+
+
+class SeededTransform:
+    """A transform that draws from an :class:`OwnedRNG` in the fitting process.
+
+    In DataLoader worker processes (``num_workers > 0``) the owned stream is not
+    carried over; each worker's RNG is seeded by the loader's own generator.
+    """
+
+    def __init__(self, transform, rng):
+        self.transform = transform
+        self.rng = rng
+
+    def __call__(self, x):
+        if self.rng is None:
+            return self.transform(x)
+        with self.rng.active():
+            return self.transform(x)
+
+    def __getstate__(self):
+        return {**self.__dict__, "rng": None}
+
+
+def is_stochastic(module):
+    """True when ``module`` draws random numbers in training mode."""
+    from timm.layers import DropPath
+    from torchvision.ops import StochasticDepth
+
+    for m in module.modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
+            return True
+        if isinstance(m, DropPath) and m.drop_prob > 0:
+            return True
+        if isinstance(m, StochasticDepth) and m.p > 0:
+            return True
+        if getattr(m, "drop_rate", 0):
+            return True
+    return False
 
 
 # -------------------------------------------------------------------------- data
@@ -310,8 +399,14 @@ class ImageDataset(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.images)
 
+    def image(self, i):
+        """Image ``i`` resized, in ``[0, 1]``, before augmentation."""
+        return (
+            self.cache[i] if self.cache is not None else self.pre.load(self.images, i)
+        )
+
     def __getitem__(self, i):
-        x = self.cache[i] if self.cache is not None else self.pre.load(self.images, i)
+        x = self.image(i)
         if self.transform is not None:
             x = self.transform(x)
         x = self.pre.normalize(x[None])[0]
@@ -392,6 +487,17 @@ class FineTuneNet(NeuralNetClassifier):
     def __init__(self, *args, ft=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.ft = ft
+        # Set by the fit, cleared after it: the fit's own RNG stream for dropout
+        # (None: no stochastic layer), and a hook run before each validation pass.
+        self.rng_ = None
+        self.before_valid_ = None
+
+    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
+        if not training and iterator is not None and self.before_valid_ is not None:
+            self.before_valid_()
+        return super().run_single_epoch(
+            iterator, training, prefix, step_fn, **fit_params
+        )
 
     # ---- optimizer: only trainable tensors; no decay on BN, bias, scale
     def initialize_optimizer(self, triggered_directly=None):
@@ -447,7 +553,8 @@ class FineTuneNet(NeuralNetClassifier):
         img = x["x"] if isinstance(x, Mapping) else x
         if self.ft["channels_last"]:
             img = img.contiguous(memory_format=torch.channels_last)
-        with self._autocast():
+        rng = self.rng_ if self.module_.training else None
+        with self._autocast(), rng.active() if rng else contextlib.nullcontext():
             return self.module_(img).float()
 
     def train_step(self, batch, **fit_params):

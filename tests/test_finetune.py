@@ -54,7 +54,11 @@ def fitted(data):
     labels = np.array(["cat", "dog"])[y]
     # lr=0.05: two epochs learn the signal (held-out accuracy 0.9-1.0 for
     # random_state 0..4 on avx512_bf16 and plain AVX-512 CPUs).
-    return FineTunedClassifier(**FT_TINY, lr=0.05).fit(X, labels)
+    # The old defaults (this file's calibration): everything trains from a random
+    # head, no augmentation; the "auto" policy is tested in test_finetune_cache.py.
+    return FineTunedClassifier(
+        **FT_TINY, lr=0.05, train_layers="all", augment=None, head_init="xavier"
+    ).fit(X, labels)
 
 
 class RecordBatches(Callback):
@@ -312,6 +316,7 @@ def _weights(clf):
 def test_weight_decay_shrinks_and_l1_sparsifies(data):
     X, y = data
     kw = {**FT_TINY, "max_epochs": 3, "lr": 0.03, "backbone_lr": 0.03}
+    kw["train_layers"] = "all"
     none = FineTunedClassifier(**kw, weight_decay=0.0).fit(X, y)
     l2 = FineTunedClassifier(**kw, weight_decay=5.0).fit(X, y)
     norm = [sum(float((w**2).sum()) for w in _weights(c)) for c in (none, l2)]
@@ -331,7 +336,9 @@ def test_weight_decay_shrinks_and_l1_sparsifies(data):
 
 def test_weight_tracker_records_per_layer(data):
     X, y = data
-    clf = FineTunedClassifier(**FT_TINY, callbacks=[WeightTracker(depth=3)]).fit(X, y)
+    clf = FineTunedClassifier(
+        **FT_TINY, train_layers="all", callbacks=[WeightTracker(depth=3)]
+    ).fit(X, y)
     change = clf.history_[:, "weight_change"]
     assert len(change) == 2
     assert {"body.blocks.0", "body.conv_stem", "head.weight"} - set(change[0]) == {
@@ -432,8 +439,9 @@ def test_augment_changes_the_training_input(data, augment):
     callable sees exactly the flipped images (same order: same shuffle)."""
     X, y = data
     plain, aug = RecordBatches(), RecordBatches()
-    FineTunedClassifier(**FT_TINY, callbacks=[plain]).fit(X, y)
-    FineTunedClassifier(**FT_TINY, augment=augment, callbacks=[aug]).fit(X, y)
+    kw = {**FT_TINY, "train_layers": "all"}  # uncached: batches are images
+    FineTunedClassifier(**kw, augment=None, callbacks=[plain]).fit(X, y)
+    FineTunedClassifier(**kw, augment=augment, callbacks=[aug]).fit(X, y)
     assert [x.shape for x in aug.inputs] == [x.shape for x in plain.inputs]
     if callable(augment):
         for a, p in zip(aug.inputs, plain.inputs):
@@ -490,7 +498,9 @@ def test_sgd_optimizer_and_bn_eval(data):
     """optimizer="sgd" is SGD with momentum 0.9; bn="eval" trains BatchNorm
     scale and shift but never its statistics."""
     X, y = data
-    clf = FineTunedClassifier(**FT_TINY, optimizer="sgd", bn="eval", lr=0.05).fit(X, y)
+    clf = FineTunedClassifier(
+        **FT_TINY, train_layers="all", optimizer="sgd", bn="eval", lr=0.05
+    ).fit(X, y)
     opt = clf.net_.optimizer_
     assert type(opt) is torch.optim.SGD
     assert {g["momentum"] for g in opt.param_groups} == {0.9}

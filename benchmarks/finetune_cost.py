@@ -1,0 +1,194 @@
+"""What fine-tuning costs, in forward passes: codes+LR, defaults, recipe, a grid.
+
+Fashion-MNIST, 20 training images per class (200 images, drawn with seed 0),
+the first 1,000 test images, EfficientNet-Lite0 ImageNet weights at 224 px.
+Every cost is a wall time divided by the *unit*: one
+``CNNFeatureExtractor(input_size=224).fit_transform`` pass over the same 200
+images, measured in the same run (the median of the passes timed between the
+other rows, so that a change of machine load shows in the unit too).
+
+Rows (the targets of issue 13 in brackets):
+
+- CNN codes + LogisticRegression (1 pass);
+- ``FineTunedClassifier()`` with every default [>= 0.82, <= 15 passes];
+- the low-data recipe below [<= 12 passes];
+- ``GridSearchCV(FineTunedClassifier(**RECIPE), {"train_layers": ["head", 4],
+  "lr": [1e-3, 3e-3]}, cv=2)`` [<= 2 recipe fits];
+- the recipe with ``cache=False`` [accuracy within 0.5 points of the cached fit].
+
+Each fit starts with empty in-process caches (``clear_caches``), except inside
+the grid, whose folds and candidates are meant to share the frozen part.
+
+Run: ``python benchmarks/finetune_cost.py [--skip-uncached] [--threads N]``;
+writes ``benchmarks/results/finetune_cost.txt``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from sklearn.linear_model import LogisticRegression  # noqa: E402
+from sklearn.model_selection import GridSearchCV  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+from sklearn.preprocessing import StandardScaler  # noqa: E402
+
+from sktransfer import CNNFeatureExtractor, FineTunedClassifier  # noqa: E402
+from sktransfer._activations import FORWARDS  # noqa: E402
+from sktransfer._runtime import clear_caches  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "finetune_cost.txt"
+
+# The low-data recipe of benchmarks/fashion_lowdata.py (issue 13's "careful
+# recipe"), unchanged: with the activation cache it trains blocks.5 onwards on
+# cached blocks.4 outputs.
+RECIPE = dict(
+    input_size=224,
+    train_layers=4,
+    freeze_epochs=2,
+    max_epochs=10,
+    head="cosine",
+    head_init="class_means",
+    augment=["flip", "translate"],
+    label_smoothing=0.1,
+    lr=3e-3,
+    backbone_lr=1e-3,
+    batch_size=32,
+)
+
+
+def cpu_kind():
+    try:
+        flags = subprocess.run(
+            ["lscpu"], capture_output=True, text=True, check=False
+        ).stdout
+    except OSError:
+        flags = ""
+    kind = sorted({f for f in ("avx512_bf16", "amx_bf16") if f in flags})
+    model = next(
+        (
+            ln.split(":", 1)[1].strip()
+            for ln in flags.splitlines()
+            if "Model name" in ln
+        ),
+        platform.processor(),
+    )
+    return f"{model}; bf16 flags: {', '.join(kind) or 'none'}"
+
+
+def load():
+    from sktransfer.datasets import load_fashion_mnist
+
+    Xtr, ytr = load_fashion_mnist(subset="train", return_X_y=True)
+    Xte, yte = load_fashion_mnist(subset="test", return_X_y=True)
+    rng = np.random.default_rng(0)
+    idx = np.concatenate(
+        [rng.choice(np.flatnonzero(ytr == c), 20, replace=False) for c in range(10)]
+    )
+    return Xtr[idx], ytr[idx], Xte[:1000], yte[:1000]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--skip-uncached", action="store_true")
+    parser.add_argument("--skip-grid", action="store_true")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    X, y, Xte, yte = load()
+    lines = []
+
+    def say(text=""):
+        print(text, flush=True)
+        lines.append(text)
+
+    say(f"CPU: {cpu_kind()}; torch threads {torch.get_num_threads()}")
+    say(f"load average at start: {os.getloadavg()}")
+    units = []
+
+    def unit_pass():
+        clear_caches()
+        ext = CNNFeatureExtractor(model="efficientnet_lite0", input_size=224)
+        t = time.perf_counter()
+        codes = ext.fit_transform(X)
+        units.append(time.perf_counter() - t)
+        return ext, codes
+
+    unit_pass()  # warm-up: loads the weights, first-call overheads
+    units.clear()
+    rows = []
+
+    # codes + LR
+    ext, codes = unit_pass()
+    t = time.perf_counter()
+    lr = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, C=0.1))
+    lr.fit(codes, y)
+    lr_s = units[-1] + time.perf_counter() - t
+    rows.append(
+        ("CNN codes + LogisticRegression", lr.score(ext.transform(Xte), yte), lr_s)
+    )
+
+    def fit_row(name, est, fresh=True):
+        unit_pass()
+        if fresh:
+            clear_caches()
+        FORWARDS.clear()
+        t = time.perf_counter()
+        est.fit(X, y)
+        seconds = time.perf_counter() - t
+        acc = est.score(Xte, yte)
+        rows.append((name, acc, seconds))
+        say(
+            f"  {name}: acc {acc:.3f}, fit {seconds:.1f} s, prefix forwards "
+            f"{FORWARDS['prefix']} images"
+        )
+        return est
+
+    defaults = fit_row(
+        "FineTunedClassifier() defaults", FineTunedClassifier(random_state=0)
+    )
+    say(f"  defaults' policy_: {defaults.policy_}")
+    fit_row("recipe (cached)", FineTunedClassifier(**RECIPE, random_state=0))
+    recipe_s = rows[-1][2]
+    if not args.skip_grid:
+        grid = GridSearchCV(
+            FineTunedClassifier(**RECIPE, random_state=0),
+            {"train_layers": ["head", 4], "lr": [1e-3, 3e-3]},
+            cv=2,
+        )
+        fit_row("GridSearchCV 4 candidates x 2 folds + refit", grid)
+        say(f"  grid best: {grid.best_params_}")
+    if not args.skip_uncached:
+        fit_row(
+            "recipe, cache=False",
+            FineTunedClassifier(**RECIPE, cache=False, random_state=0),
+        )
+    unit_pass()
+    unit = float(np.median(units))
+    say(
+        f"unit = one fit_transform pass over the 200 images: median {unit:.2f} s "
+        f"of {len(units)} ({', '.join(f'{u:.1f}' for u in units)})"
+    )
+    say(f"load average at end: {os.getloadavg()}")
+    say("")
+    say(f"{'what':<46} {'test acc':>8} {'passes':>7} {'recipe fits':>11}")
+    for name, acc, seconds in rows:
+        say(
+            f"{name:<46} {acc:>8.3f} {seconds / unit:>7.1f} {seconds / recipe_s:>11.2f}"
+        )
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,378 @@
+"""Activation cache at the freeze boundary of a fine-tune (private).
+
+When the part of the network before the first trained layer is frozen (its
+BatchNorms in inference mode, no dropout, no gradients), its output depends on
+the image alone. :func:`plan_cut` finds that boundary; :class:`ActivationSet`
+computes the frozen prefix once per image and view, and the training epochs run
+only the trained suffix.
+
+Stores
+    Activations are kept per *spec* (backbone digest, cut point, preprocessing,
+    augmentation, view seed, precision) and per image content digest, in a
+    process-wide registry (``sktransfer._runtime.process_cache``), so epochs,
+    freeze phases, CV folds and grid candidates that share the frozen part share
+    the work. They live in RAM up to :data:`ACTIVATION_RAM_BYTES` (all stores
+    together), then in disk-backed ``np.memmap`` slabs in the temporary
+    directory. ``cache=<directory>`` also writes them there (one
+    :class:`~sktransfer._cache.CodeCache` per spec), for other processes.
+
+Views
+    View 0 is the un-augmented image. With augmentation, views ``1..K`` are K
+    augmented copies, each drawn from a seed derived from the image digest, the
+    view index and the fit's view seed, so the same image gets the same views in
+    every fold and candidate; training draws one view per image per epoch.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import tempfile
+import threading
+import warnings
+from collections import Counter
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._runtime import GLOBAL_RNG_LOCK, process_cache
+
+__all__ = [
+    "ACTIVATION_RAM_BYTES",
+    "ActivationSet",
+    "CachedDataset",
+    "FORWARDS",
+    "activation_memory",
+    "plan_cut",
+    "sequential_units",
+]
+
+#: RAM budget (bytes) of all activation stores together; beyond it, memmap slabs.
+ACTIVATION_RAM_BYTES = 1 << 30
+#: Images run through frozen prefixes in this process (tests and benchmarks).
+FORWARDS = Counter()
+#: From this many prefix forwards on (images x views), a CPU fp32 prefix runs
+#: traced and frozen (BatchNorm folded into the convolutions, oneDNN layouts:
+#: about 2.5x faster for EfficientNets), checked against eager on a probe
+#: batch. Fewer forwards run eagerly, bit for bit as the uncached fit would.
+TRACE_MIN_FORWARDS = 256
+
+_STORES = process_cache("finetune_activations")
+_STORES_LOCK = threading.Lock()
+_CONTAINERS = ("blocks", "features", "layers", "stages", "layer", "trunk")
+
+
+def sequential_units(body):
+    """(name, module) units whose composition in order is ``body``'s forward.
+
+    Top-level children, with the usual stage containers (``blocks``,
+    ``features`` ...) opened one level when they are ``nn.Sequential``. Whether
+    the composition really equals the forward is checked by :func:`plan_cut`.
+    """
+    units = []
+    for name, child in body.named_children():
+        if name in _CONTAINERS and isinstance(child, nn.Sequential):
+            units.extend((f"{name}.{sub}", m) for sub, m in child.named_children())
+        else:
+            units.append((name, child))
+    return units
+
+
+def run_units(units, x):
+    for _, m in units:
+        x = m(x)
+    return x
+
+
+def plan_cut(body, trainable, bn, probe):
+    """Index of the first unit with a trained parameter, or ``(None, reason)``.
+
+    Returns
+    -------
+    cut : int or None
+        Units ``[0, cut)`` form the frozen prefix whose output can be cached;
+        ``cut == len(units)`` when nothing in the body trains.
+    reason : str or None
+        Why the prefix cannot be cached, when ``cut`` is None.
+    """
+    if bn == "train":
+        return None, "bn='train' trains every BatchNorm, frozen parts included"
+    units = sequential_units(body)
+    cut = len(units)
+    for i, (name, _) in enumerate(units):
+        if any(t == name or t.startswith(name + ".") for t in trainable):
+            cut = i
+            break
+    if cut == 0:
+        return None, "the first layer trains, so nothing before it is frozen"
+    if cut < len(units) and getattr(body, "drop_rate", 0):
+        return None, "the backbone's own head dropout (drop_rate) is not a module"
+    body.eval()
+    try:
+        with torch.no_grad():
+            full = body(probe)
+            seq = run_units(units, probe)
+        same = full.flatten(1).shape == seq.flatten(1).shape and torch.allclose(
+            full.flatten(1), seq.flatten(1), rtol=1e-4, atol=1e-5
+        )
+    except Exception:  # noqa: BLE001 - any failure means "not a plain sequence"
+        same = False
+    if not same:
+        return None, (
+            f"{type(body).__name__}'s forward is not the sequence of its children"
+        )
+    return cut, None
+
+
+# --------------------------------------------------------------------- the stores
+class _Store:
+    """Rows of one spec: key (image digest + view) -> (slab, row)."""
+
+    def __init__(self, shape):
+        self.shape = tuple(shape)
+        self.width = int(np.prod(shape))
+        self.index = {}
+        self.slabs = []  # (array, file or None)
+        self.lock = threading.Lock()
+        self.engine = None  # the traced prefix, built once per store
+
+    def ram_bytes(self):
+        return sum(a.nbytes for a, f in self.slabs if f is None)
+
+    def disk_bytes(self):
+        return sum(a.nbytes for a, f in self.slabs if f is not None)
+
+
+def activation_memory():
+    """``(ram_bytes, disk_bytes)`` held by all activation stores of this process."""
+    with _STORES_LOCK:
+        stores = list(_STORES.values())
+    return (sum(s.ram_bytes() for s in stores), sum(s.disk_bytes() for s in stores))
+
+
+def _new_slab(rows, width):
+    """An array for ``rows`` rows: in RAM within the budget, else a memmap."""
+    nbytes = rows * width * 4
+    if activation_memory()[0] + nbytes <= ACTIVATION_RAM_BYTES:
+        return np.empty((rows, width), np.float32), None
+    f = tempfile.TemporaryFile(prefix="sktransfer-act-")  # deleted on close
+    return np.memmap(f, np.float32, mode="w+", shape=(rows, width)), f
+
+
+def _store_for(spec, shape):
+    with _STORES_LOCK:
+        store = _STORES.get(spec)
+        if store is None or store.shape != tuple(shape):
+            store = _STORES[spec] = _Store(shape)
+        return store
+
+
+def _row_key(digest, view, views_spec):
+    """Key of one row: the image, the view and (augmented views) how they are drawn."""
+    h = hashlib.blake2b(bytes(digest) + view.to_bytes(4, "little"), digest_size=16)
+    if view > 0:
+        h.update(views_spec.encode())
+    return h.digest()
+
+
+def _view_seed(digest, view, seed):
+    h = hashlib.blake2b(
+        bytes(digest) + view.to_bytes(4, "little") + int(seed).to_bytes(8, "little"),
+        digest_size=8,
+    )
+    return int.from_bytes(h.digest(), "little") & ((1 << 63) - 1)
+
+
+def _traced(prefix, probe):
+    """``prefix`` traced + frozen for CPU fp32 inference; None when unsafe."""
+    seq = nn.Sequential(*[m for _, m in prefix])
+    try:
+        with warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")  # jit's deprecation chatter
+            eager = copy.deepcopy(seq).eval()
+            graph = torch.jit.trace(eager, probe, strict=False)
+            graph = torch.jit.optimize_for_inference(torch.jit.freeze(graph))
+            if not torch.allclose(graph(probe), eager(probe), rtol=1e-3, atol=1e-4):
+                return None
+            return graph
+    except Exception:  # noqa: BLE001 - any tracing failure means "stay eager"
+        return None
+
+
+def _augment(x, transform, seed):
+    """``transform(x)`` with the global RNG seeded for this image and view alone."""
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return transform(x)
+
+
+class ActivationSet:
+    """The frozen prefix's outputs for a fit's images, ``n_views + 1`` per image.
+
+    Parameters
+    ----------
+    units : list of (name, module)
+        The body's units; ``units[:cut]`` is the frozen prefix.
+    cut : int
+    dataset : ImageDataset
+        The fit's images (resized ``[0, 1]`` tensors, un-normalized).
+    digests : ndarray of bytes
+        One content digest per image of ``dataset``.
+    spec : str
+        Everything else that changes the prefix's output (backbone digest, cut,
+        preprocessing, precision).
+    transform : callable or None
+        Augmentation; ``None`` means one (clean) view per image. Its ``repr``
+        and ``view_seed`` are part of the key of the augmented views only, so
+        clean views are shared by fits that augment differently.
+    n_views : int
+        Augmented views per image.
+    view_seed : int
+    device : torch.device
+    autocast : torch.dtype or None
+    batch_size : int
+    disk : CodeCache factory or None
+        ``disk(spec, width)`` -> a :class:`~sktransfer._cache.CodeCache`.
+    """
+
+    def __init__(
+        self,
+        units,
+        cut,
+        dataset,
+        digests,
+        spec,
+        transform,
+        n_views,
+        view_seed,
+        device,
+        autocast=None,
+        batch_size=32,
+        disk=None,
+    ):
+        self.prefix = units[:cut]
+        self.dataset = dataset
+        self.digests = digests
+        self.transform = transform
+        self.n_views = int(n_views) if transform is not None else 0
+        self.view_seed = int(view_seed)
+        self.views_spec = f"{transform!r}|seed={self.view_seed}"
+        self.device = device
+        self.autocast = autocast
+        self.batch_size = batch_size
+        probe = dataset.pre.normalize(dataset.image(0)[None]).to(device)
+        with torch.no_grad(), self._autocast():
+            shape = tuple(run_units(self.prefix, probe).shape[1:])
+        self.shape = shape
+        self.spec = f"{spec}|shape={shape}"
+        self.store = _store_for(self.spec, shape)
+        self.disk = None if disk is None else disk(self.spec, self.store.width)
+        # rows[v][i]: (slab, row) of view v of image i
+        self.run = lambda x: run_units(self.prefix, x)
+        n_forwards = len(digests) * (self.n_views + 1)
+        if (
+            device.type == "cpu"
+            and autocast is None
+            and n_forwards >= TRACE_MIN_FORWARDS
+        ):
+            with self.store.lock:
+                if self.store.engine is None:
+                    self.store.engine = _traced(
+                        self.prefix, probe.expand(2, -1, -1, -1)
+                    )
+                engine = self.store.engine
+            if engine is not None:
+                self.run = engine
+        self.rows = [self._fill(v) for v in range(self.n_views + 1)]
+
+    def _autocast(self):
+        if self.autocast is None:
+            import contextlib
+
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast)
+
+    def _fill(self, view):
+        keys = [_row_key(d, view, self.views_spec) for d in self.digests]
+        store = self.store
+        with store.lock:
+            missing = [i for i, k in enumerate(keys) if k not in store.index]
+        if missing and self.disk is not None:
+            out = np.empty((len(missing), store.width), np.float32)
+            still = self.disk.lookup(np.array([keys[i] for i in missing]), out)
+            found = np.setdiff1d(np.arange(len(missing)), still)
+            if len(found):
+                self._put([keys[missing[j]] for j in found], out[found])
+            missing = [missing[j] for j in still]
+        if missing:
+            self._compute(missing, keys, view)
+        with store.lock:
+            return [store.index[k] for k in keys]
+
+    def _put(self, keys, arr):
+        store = self.store
+        slab, f = _new_slab(len(keys), store.width)
+        slab[:] = arr.reshape(len(keys), -1)
+        with store.lock:
+            store.slabs.append((slab, f))
+            for row, k in enumerate(keys):
+                store.index.setdefault(k, (slab, row))
+
+    @torch.no_grad()
+    def _compute(self, missing, keys, view):
+        ds, pre = self.dataset, self.dataset.pre
+        for start in range(0, len(missing), self.batch_size):
+            idx = missing[start : start + self.batch_size]
+            xs = []
+            for i in idx:
+                x = ds.image(i)
+                if view > 0:
+                    seed = _view_seed(self.digests[i], view, self.view_seed)
+                    x = _augment(x, self.transform, seed)
+                xs.append(x)
+            batch = pre.normalize(torch.stack(xs)).to(self.device)
+            with self._autocast():
+                out = self.run(batch).float().cpu().numpy()
+            FORWARDS["prefix"] += len(idx)
+            out = out.reshape(len(idx), -1)
+            batch_keys = [keys[i] for i in idx]
+            self._put(batch_keys, out)
+            if self.disk is not None:
+                self.disk.store(np.array(batch_keys), out)
+
+    def get(self, i, view):
+        slab, row = self.rows[view][i]
+        return torch.from_numpy(np.array(slab[row])).view(self.shape)
+
+
+class CachedDataset(torch.utils.data.Dataset):
+    """Items ``({"x": activation, "sample_weight": w}, y)`` like ImageDataset's.
+
+    ``views`` (set per epoch by the fit) picks the view of each item; ``None``
+    means the clean view 0.
+    """
+
+    def __init__(self, acts, indices, y, sample_weight=None):
+        self.acts = acts
+        self.indices = np.asarray(indices)
+        self.y = y
+        self.sample_weight = sample_weight
+        self.views = None
+        self.X = self.indices  # skorch's view of the data (only its length is used)
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, j):
+        i = int(self.indices[j])
+        view = 0 if self.views is None else int(self.views[j])
+        item = {"x": self.acts.get(i, view)}
+        if self.sample_weight is not None:
+            item["sample_weight"] = torch.tensor(self.sample_weight[i])
+        return item, (int(self.y[i]) if self.y is not None else 0)
+
+    def clean(self):
+        """The same items, always view 0 (validation, BN statistics, probes)."""
+        other = CachedDataset(self.acts, self.indices, self.y, self.sample_weight)
+        return other

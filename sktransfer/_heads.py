@@ -1,0 +1,165 @@
+"""Classifier heads on top of features: class means, cosine logits, linear probes.
+
+One owner for the few pieces of head arithmetic that :class:`FineTunedClassifier`
+and the few-shot heads share (private):
+
+* :func:`class_means` -- normalized means of the normalized features per class
+  (the few-shot recipe's prototypes ``M``);
+* :func:`cosine_logits` -- ``scale * normalize(x) @ normalize(W).T``;
+* :class:`CosineHead` -- that product as a module with a learnable scale;
+* :func:`build_head` -- a new linear or cosine head, initialized from a generator
+  the fit owns (never the global RNG);
+* :func:`fit_linear_probe` -- the exact linear probe: multinomial logistic
+  regression (LBFGS) with an L2 penalty, for LP-FT's head initialization.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = [
+    "CosineHead",
+    "build_head",
+    "class_means",
+    "cosine_logits",
+    "fit_linear_probe",
+    "probe_C",
+]
+
+
+def class_means(feats, labels, n_classes):
+    """Normalized mean of the L2-normalized features of each class.
+
+    Parameters
+    ----------
+    feats : torch.Tensor of shape (n, d)
+    labels : torch.Tensor of shape (n,), ints in ``[0, n_classes)``
+    n_classes : int
+
+    Returns
+    -------
+    means : torch.Tensor of shape (n_classes, d), rows of unit length (a class
+        without examples gets a zero row).
+    """
+    z = F.normalize(feats.float(), dim=1)
+    sums = torch.zeros(n_classes, z.shape[1], dtype=z.dtype)
+    sums.index_add_(0, labels.long(), z)
+    return F.normalize(sums, dim=1)
+
+
+def cosine_logits(x, weight, scale):
+    """``scale * normalize(x) @ normalize(weight).T`` (rows normalized)."""
+    return scale * F.normalize(x.float(), dim=1) @ F.normalize(weight, dim=1).T
+
+
+class CosineHead(nn.Module):
+    """Cosine-similarity classifier: ``scale * normalize(x) @ normalize(W).T``.
+
+    The few-shot recipe's head: logits depend on directions only, with a
+    learnable temperature ``scale``.
+    """
+
+    def __init__(self, in_features, out_features, scale=10.0, generator=None):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.scale = nn.Parameter(torch.tensor(float(scale)))
+        nn.init.xavier_uniform_(self.weight, generator=generator)
+
+    def forward(self, x):
+        return cosine_logits(x, self.weight, self.scale)
+
+
+def build_head(kind, init, n_features, n_classes, generator=None):
+    """A new ``"linear"`` or ``"cosine"`` head; biases start at 0.
+
+    Random inits draw from ``generator`` (the fit's own), so concurrent fits in
+    threads do not share the global RNG. ``"class_means"`` and ``"lp"`` are
+    applied later, from features (xavier until then).
+    """
+    if kind == "cosine":
+        return CosineHead(n_features, n_classes, generator=generator)
+    head = nn.Linear(n_features, n_classes)
+    nn.init.zeros_(head.bias)
+    if init == "normal":
+        nn.init.normal_(head.weight, std=0.01, generator=generator)
+    elif init == "zeros":
+        nn.init.zeros_(head.weight)
+    else:
+        nn.init.xavier_uniform_(head.weight, generator=generator)
+    return head
+
+
+def probe_C(weight_decay, total_weight):
+    """sklearn's ``C`` for the penalty ``weight_decay / 2 * ||W||**2`` on the mean loss.
+
+    ``LogisticRegression`` minimizes ``C * sum_i w_i CE_i + ||W||**2 / 2``;
+    dividing by ``C * sum_i w_i`` gives ``mean_w CE + ||W||**2 / (2 C sum_i w_i)``,
+    so ``C = 1 / (weight_decay * sum_i w_i)``. ``weight_decay=0`` means no
+    penalty (``C = inf``).
+    """
+    if weight_decay <= 0:
+        return np.inf
+    return 1.0 / (weight_decay * float(total_weight))
+
+
+def fit_linear_probe(feats, labels, n_classes, weight_decay, sample_weight=None):
+    """Exact multinomial logistic regression on features (LP-FT's linear probe).
+
+    Minimizes the (sample-weighted) mean cross-entropy plus
+    ``weight_decay / 2 * ||W||**2`` (bias unpenalized) with LBFGS, through
+    sklearn's ``LogisticRegression``.
+
+    Parameters
+    ----------
+    feats : array-like of shape (n, d)
+    labels : array-like of shape (n,), ints in ``[0, n_classes)``
+    n_classes : int
+    weight_decay : float
+        The L2 coefficient on the mean loss (see :func:`probe_C`).
+    sample_weight : array-like of shape (n,), default=None
+
+    Returns
+    -------
+    weight : torch.Tensor of shape (n_classes, d)
+    bias : torch.Tensor of shape (n_classes,)
+        Classes absent from ``labels`` get weight 0 and a bias far below the
+        others (they are never predicted until training moves them).
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
+
+    X = np.asarray(feats, dtype=np.float64)
+    y = np.asarray(labels)
+    sw = None if sample_weight is None else np.asarray(sample_weight, np.float64)
+    total = len(y) if sw is None else sw.sum()
+    present = np.unique(y)
+    weight = np.zeros((n_classes, X.shape[1]))
+    bias = np.full(n_classes, -10.0)
+    if len(present) < 2:
+        bias[present] = 0.0
+    else:
+        C = probe_C(weight_decay, total)
+        if len(present) == 2:
+            # sklearn fits one row d = w1 - w0 for two classes; the softmax head's
+            # optimum is symmetric (w1 = -w0 = d / 2), whose penalty
+            # (|w0|^2 + |w1|^2) / 2 = |d|^2 / 4 is sklearn's with C doubled.
+            C = 2 * C
+        lr = LogisticRegression(C=C, max_iter=1000, tol=1e-6)
+        # One BLAS thread: LBFGS on a few hundred rows gains nothing from more,
+        # and spinning BLAS threads on a busy machine cost 10x.
+        with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            lr.fit(X, y, sample_weight=sw)
+        coef, intercept = lr.coef_, lr.intercept_
+        if coef.shape[0] == 1:  # binary: sklearn keeps one row (class 1 vs 0)
+            coef = np.vstack([-coef / 2, coef / 2])
+            intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+        weight[lr.classes_] = coef
+        bias[lr.classes_] = intercept
+    return torch.from_numpy(weight).float(), torch.from_numpy(bias).float()

@@ -1,0 +1,391 @@
+"""FineTunedClassifier's training side: activation cache, LP head, defaults, RNG.
+
+Tiny and offline: ``timm/test_efficientnet`` with random weights at 16-32 px.
+"""
+
+import threading
+
+import numpy as np
+import pytest
+import torch
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
+from sklearn.model_selection import GridSearchCV
+from sklearn.utils import check_random_state
+from skorch.callbacks import Callback
+
+from sktransfer import FineTunedClassifier, _activations
+from sktransfer._images import Preprocessor, check_images
+from sktransfer._runtime import clear_caches
+
+TINY = {"model": "timm/test_efficientnet", "weights": None, "input_size": 32}
+
+
+def bands(n, n_classes=2, size=32, seed=0):
+    """Class k is a bright horizontal band at height k on a noisy background.
+
+    Left-right flips keep the class (the default augmentation flips).
+    """
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % n_classes
+    X = rng.integers(0, 80, size=(n, size, size, 3), dtype=np.uint8)
+    width = size // n_classes
+    for k in range(n_classes):
+        X[y == k, k * width : (k + 1) * width] += 170
+    return X, y
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # 2 shared cores: intra-op threads only add contention for these tiny nets.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_caches():
+    clear_caches()
+    _activations.FORWARDS.clear()
+    yield
+    clear_caches()
+
+
+def state(clf):
+    return {k: v.detach().clone() for k, v in clf.net_.module_.state_dict().items()}
+
+
+def assert_same_state(a, b, atol=1e-5):
+    assert a.keys() == b.keys()
+    for k in a:
+        if a[k].is_floating_point():
+            torch.testing.assert_close(a[k], b[k], atol=atol, rtol=1e-4, msg=k)
+        else:
+            assert torch.equal(a[k], b[k]), k
+
+
+class Record(Callback):
+    """Keeps what each epoch trains on and the head at the start of training."""
+
+    def on_train_begin(self, net, **kwargs):
+        self.head_ = {
+            k: v.detach().clone() for k, v in net.module_.head.state_dict().items()
+        }
+        self.views_ = []
+
+    def on_epoch_begin(self, net, dataset_train=None, **kwargs):
+        views = getattr(dataset_train, "views", None)
+        self.views_.append(None if views is None else np.array(views))
+
+
+# ------------------------------------------------------------------- the cache
+@pytest.mark.parametrize("train_layers", ["head", 2, "blocks.3"])
+def test_cached_equals_uncached_without_augmentation(train_layers):
+    X, y = bands(24)
+    kw = dict(
+        **TINY,
+        train_layers=train_layers,
+        augment=None,
+        head_init="xavier",
+        max_epochs=3,
+        batch_size=8,
+        dropout=0.2,
+        lr=1e-2,
+        random_state=0,
+    )
+    cached = FineTunedClassifier(**kw).fit(X, y)
+    assert not cached.policy_["cache"].startswith("off")
+    assert _activations.FORWARDS["prefix"] == len(X)
+    plain = FineTunedClassifier(**kw, cache=False).fit(X, y)
+    assert plain.policy_["cache"].startswith("off")
+    assert_same_state(state(cached), state(plain))
+    np.testing.assert_allclose(
+        cached.predict_proba(X), plain.predict_proba(X), atol=1e-5
+    )
+    # training moved the trained part (the comparison is not between two no-ops)
+    first = cached.history_[:, "train_loss"]
+    assert first[0] != first[-1]
+
+
+def test_cache_shared_across_grid_folds_and_candidates():
+    X, y = bands(24)
+    est = FineTunedClassifier(
+        **TINY, augment=None, max_epochs=1, batch_size=8, random_state=0
+    )
+    grid = GridSearchCV(
+        est, {"train_layers": ["head", 2], "lr": [1e-3, 1e-2]}, cv=2, n_jobs=1
+    )
+    grid.fit(X, y)
+    # 2 cut points x 24 images, computed once each: 8 fold fits + the refit share
+    assert _activations.FORWARDS["prefix"] == 2 * len(X)
+
+
+def test_k_augmented_views_are_precomputed_and_drawn():
+    X, y = bands(16)
+    rec = Record()
+    clf = FineTunedClassifier(
+        **TINY,
+        train_layers=2,
+        augment="light",
+        augment_views=3,
+        max_epochs=4,
+        batch_size=8,
+        callbacks=[rec],
+        random_state=0,
+    ).fit(X, y)
+    assert clf.policy_["augment_views"] == 3
+    assert _activations.FORWARDS["prefix"] == 4 * len(X)  # clean view + 3
+    views = np.stack(rec.views_)
+    assert views.shape == (4, len(X))
+    assert set(np.unique(views)) == {1, 2, 3}
+    assert not (views == views[0]).all()  # a new draw per epoch
+    acts = clf.net_  # the fitted net keeps no dataset
+    assert acts.train_split is None
+
+
+def test_views_differ_and_repeat_across_fits():
+    X, y = bands(8)
+    kw = dict(**TINY, train_layers=2, augment="light", augment_views=2, max_epochs=1)
+    a = FineTunedClassifier(**kw, random_state=0).fit(X, y)
+    n = _activations.FORWARDS["prefix"]
+    b = FineTunedClassifier(**kw, random_state=0).fit(X, y)
+    assert _activations.FORWARDS["prefix"] == n  # same seed: views reused
+    np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X), atol=1e-6)
+    FineTunedClassifier(**kw, random_state=1).fit(X, y)
+    assert _activations.FORWARDS["prefix"] == n + 2 * len(X)  # new augmented views
+
+
+def test_memory_budget_spills_to_memmap(monkeypatch):
+    X, y = bands(24)
+    kw = dict(
+        **TINY, train_layers=2, augment=None, max_epochs=2, batch_size=8, random_state=0
+    )
+    ref = FineTunedClassifier(**kw).fit(X, y).predict_proba(X)
+    ram, disk = _activations.activation_memory()
+    assert ram > 0 and disk == 0
+    clear_caches()
+    budget = ram // 2  # one slab of 8 rows of 3 fits
+    monkeypatch.setattr(_activations, "ACTIVATION_RAM_BYTES", budget)
+    out = FineTunedClassifier(**kw).fit(X, y).predict_proba(X)
+    ram, disk = _activations.activation_memory()
+    assert 0 < ram <= budget
+    assert disk > 0
+    store = next(iter(_activations._STORES.values()))
+    assert any(isinstance(a, np.memmap) for a, _ in store.slabs)
+    np.testing.assert_allclose(out, ref, atol=1e-6)
+
+
+def test_disk_cache_serves_a_fresh_process(tmp_path, monkeypatch):
+    X, y = bands(16)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    kw = dict(**TINY, train_layers=2, augment=None, max_epochs=1, random_state=0)
+    first = FineTunedClassifier(**kw, cache="~/acts").fit(X, y)
+    assert (tmp_path / "acts").is_dir()  # "~" expanded, no literal "~" folder
+    clear_caches()  # forget everything in memory, as a new process would
+    _activations.FORWARDS.clear()
+    again = FineTunedClassifier(**kw, cache="~/acts").fit(X, y)
+    assert _activations.FORWARDS["prefix"] == 0
+    np.testing.assert_allclose(
+        first.predict_proba(X), again.predict_proba(X), atol=1e-6
+    )
+
+
+def test_fallback_when_the_frozen_part_trains(capsys):
+    X, y = bands(8)
+    kw = dict(**TINY, augment=None, max_epochs=1, random_state=0, verbose=1)
+    clf = FineTunedClassifier(**kw, train_layers="head", bn="train").fit(X, y)
+    assert clf.policy_["cache"].startswith("off: bn='train'")
+    clf = FineTunedClassifier(**kw, train_layers="all").fit(X, y)
+    assert clf.policy_["cache"].startswith("off: the first layer trains")
+    out = capsys.readouterr().out
+    assert "activation cache off" in out
+    assert _activations.FORWARDS["prefix"] == 0
+
+
+def test_torchvision_backbone_is_split_at_its_stages():
+    X, y = bands(8)
+    net = torch.nn.Sequential(
+        torch.nn.Conv2d(3, 4, 3, padding=1),
+        torch.nn.BatchNorm2d(4),
+        torch.nn.ReLU(),
+        torch.nn.AdaptiveAvgPool2d(1),
+        torch.nn.Flatten(),
+        torch.nn.Linear(4, 3),
+    )
+    kw = dict(model=net, weights=None, input_size=16, augment=None, max_epochs=1)
+    clf = FineTunedClassifier(**kw, train_layers="1", random_state=0).fit(X, y)
+    assert clf.policy_["cache"].startswith("after 0 ")
+    import torchvision
+
+    tv = torchvision.models.resnet18(num_classes=2)
+    clf = FineTunedClassifier(
+        model=tv,
+        weights=None,
+        input_size=32,
+        train_layers=1,
+        augment=None,
+        max_epochs=1,
+        random_state=0,
+    ).fit(X, y)
+    assert clf.policy_["cache"].startswith("after layer3 ")
+
+
+# -------------------------------------------------------------------- LP head
+def test_lp_head_equals_logistic_regression_on_the_codes():
+    X, y = bands(30, n_classes=3)
+    rec = Record()
+    clf = FineTunedClassifier(
+        **TINY,
+        train_layers="head",
+        head_init="lp",
+        augment=None,
+        weight_decay=0.05,
+        max_epochs=1,
+        callbacks=[rec],
+        random_state=0,
+    ).fit(X, y)
+    module = clf.net_.module_  # body frozen: its codes are the probe's codes
+    pre = Preprocessor(clf.preprocessing_)
+    with torch.no_grad():
+        codes = module.features(pre(check_images(X).get_batch(range(len(X)))))
+    lr = LogisticRegression(C=1 / (0.05 * len(X)), tol=1e-10, max_iter=10000)
+    lr.fit(codes.double().numpy(), y)
+    np.testing.assert_allclose(rec.head_["weight"].numpy(), lr.coef_, atol=2e-3)
+    np.testing.assert_allclose(rec.head_["bias"].numpy(), lr.intercept_, atol=2e-3)
+
+
+def test_lp_head_rejects_a_cosine_head():
+    X, y = bands(8)
+    with pytest.raises(ValueError, match="head_init='lp'"):
+        FineTunedClassifier(**TINY, head="cosine", head_init="lp").fit(X, y)
+
+
+# -------------------------------------------------------------- the defaults
+def test_default_policy_is_reported(capsys):
+    X, y = bands(16)
+    clf = FineTunedClassifier(**TINY, max_epochs=1, random_state=0, verbose=1)
+    clf.fit(X, y)
+    p = clf.policy_
+    assert p["train_layers"] == 3
+    assert p["head_init"] == "lp"
+    assert p["augment"] == ("flip", "translate")
+    assert p["augment_views"] == 4
+    assert p["cache"].startswith("after blocks.")
+    assert "policy:" in capsys.readouterr().out
+    explicit = FineTunedClassifier(
+        **TINY, train_layers="head", augment=None, head="cosine", max_epochs=1
+    ).fit(X, y)
+    assert explicit.policy_["train_layers"] == "head"
+    assert explicit.policy_["augment"] is None
+    assert explicit.policy_["head_init"] == "class_means"
+
+
+# ------------------------------------------------------------ early stopping
+@pytest.mark.parametrize("train_layers", [2, "all"])
+def test_early_stopping_keeps_the_epoch_that_validates_best(train_layers):
+    X, y = bands(40, seed=1)
+    X[::3] = np.random.default_rng(2).integers(0, 256, X[::3].shape, np.uint8)
+    clf = FineTunedClassifier(
+        **TINY,
+        train_layers=train_layers,
+        augment=None,
+        early_stopping=True,
+        validation_fraction=0.3,
+        patience=10,
+        max_epochs=5,
+        lr=3e-2,
+        backbone_lr=3e-2,
+        batch_size=8,
+        random_state=0,
+    ).fit(X, y)
+    losses = np.array(clf.history_[:, "valid_loss"])
+    assert clf.best_epoch_ == int(np.argmin(losses)) + 1
+    seed = int(check_random_state(0).randint(2**31 - 1))
+    _, valid = clf._split(y, seed)
+    proba = clf.predict_proba(X[valid])
+    # the returned model scores exactly what was recorded for its epoch
+    assert log_loss(y[valid], proba, labels=[0, 1]) == pytest.approx(
+        losses[clf.best_epoch_ - 1], rel=1e-4, abs=1e-5
+    )
+
+
+# --------------------------------------------------------------- reliability
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"train_layers": "all", "augment": "light", "dropout": 0.3},
+        {"train_layers": 2, "augment": "light", "augment_views": 2, "dropout": 0.3},
+    ],
+    ids=["uncached", "cached"],
+)
+def test_threaded_fits_equal_a_sequential_fit(params):
+    X, y = bands(24)
+    est = FineTunedClassifier(**TINY, **params, max_epochs=2, random_state=0)
+    ref = clone(est).fit(X, y).predict_proba(X)
+    clear_caches()
+    results, errors = {}, []
+
+    def work(i):
+        try:
+            results[i] = clone(est).fit(X, y).predict_proba(X)
+        except Exception as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+    for i in range(2):
+        np.testing.assert_allclose(results[i], ref, atol=1e-6)
+
+
+@pytest.mark.parametrize("batch_size", [1, 4])
+@pytest.mark.parametrize("train_layers", ["all", 2])
+def test_small_inputs_with_lone_batches_fit(batch_size, train_layers):
+    # 16 px: 1x1 maps at the end; 5 images with batch 4 leave one alone
+    X, y = bands(5, size=16)
+    clf = FineTunedClassifier(
+        **{**TINY, "input_size": 16},
+        train_layers=train_layers,
+        batch_size=batch_size,
+        augment=None,
+        max_epochs=1,
+        random_state=0,
+    ).fit(X, y)
+    assert np.isfinite(clf.predict_proba(X)).all()
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"train_layers": "all", "augment": None}, {}],
+    ids=["full", "defaults"],
+)
+def test_finetuned_classifier_learns(params):
+    X, y = bands(96, n_classes=3, seed=0)
+    X_test, y_test = bands(60, n_classes=3, seed=1)
+    clf = FineTunedClassifier(
+        **TINY, max_epochs=8, lr=1e-2, batch_size=16, random_state=0, **params
+    )
+    clf.fit(X, y)
+    assert clf.score(X_test, y_test) >= 0.95
+    # the labels drive it: the same images with permuted labels give another model
+    perm = np.random.default_rng(0).permutation(len(y))
+    shuffled = clone(clf).fit(X, y[perm])
+    assert shuffled.score(X_test, y_test) < 0.8
+
+
+def test_fitted_model_pickles_without_its_activations():
+    import pickle
+
+    X, y = bands(16)
+    clf = FineTunedClassifier(**TINY, max_epochs=1, random_state=0).fit(X, y)
+    assert not clf.policy_["cache"].startswith("off")
+    blob = pickle.dumps(clf)
+    assert len(blob) < 5 * 1024**2
+    np.testing.assert_allclose(
+        pickle.loads(blob).predict_proba(X), clf.predict_proba(X), atol=1e-6
+    )
