@@ -29,7 +29,6 @@ import copy
 import hashlib
 import tempfile
 import threading
-import warnings
 from collections import Counter
 
 import numpy as np
@@ -53,9 +52,9 @@ ACTIVATION_RAM_BYTES = 1 << 30
 #: Images run through frozen prefixes in this process (tests and benchmarks).
 FORWARDS = Counter()
 #: From this many prefix forwards on (images x views), a CPU fp32 prefix runs
-#: traced and frozen (BatchNorm folded into the convolutions, oneDNN layouts:
-#: about 2.5x faster for EfficientNets), checked against eager on a probe
-#: batch. Fewer forwards run eagerly, bit for bit as the uncached fit would.
+#: on ONNX Runtime (the export costs seconds once, then the graph is on disk),
+#: checked against eager on a probe batch. Fewer forwards run eagerly, bit for
+#: bit as the uncached fit would.
 TRACE_MIN_FORWARDS = 256
 
 _STORES = process_cache("finetune_activations")
@@ -135,7 +134,7 @@ class _Store:
         self.index = {}
         self.slabs = []  # (array, file or None)
         self.lock = threading.Lock()
-        self.engine = None  # the traced prefix, built once per store
+        self.engine = None  # the exported prefix, built once per store
 
     def ram_bytes(self):
         return sum(a.nbytes for a, f in self.slabs if f is None)
@@ -184,20 +183,28 @@ def _view_seed(digest, view, seed):
     return int.from_bytes(h.digest(), "little") & ((1 << 63) - 1)
 
 
-def _traced(prefix, probe):
-    """``prefix`` traced + frozen for CPU fp32 inference; None when unsafe."""
-    seq = nn.Sequential(*[m for _, m in prefix])
-    try:
-        with warnings.catch_warnings(), torch.no_grad():
-            warnings.simplefilter("ignore")  # jit's deprecation chatter
-            eager = copy.deepcopy(seq).eval()
-            graph = torch.jit.trace(eager, probe, strict=False)
-            graph = torch.jit.optimize_for_inference(torch.jit.freeze(graph))
-            if not torch.allclose(graph(probe), eager(probe), rtol=1e-3, atol=1e-4):
-                return None
-            return graph
-    except Exception:  # noqa: BLE001 - any tracing failure means "stay eager"
-        return None
+def _prefix_engine(prefix, probe, spec):
+    """The frozen prefix exported to ONNX Runtime; None when that is not possible.
+
+    The graph is checked against eager and cached on disk by
+    :func:`sktransfer._engine.build_engine`; ``spec`` (backbone digest, cut,
+    preprocessing) keys it. A fallback warns there, and the prefix then runs
+    eagerly here.
+    """
+    from ._engine import build_engine
+
+    seq = copy.deepcopy(nn.Sequential(*[m for _, m in prefix])).eval()
+    digest = hashlib.blake2b(spec.encode(), digest_size=16).hexdigest()
+    engine = build_engine(
+        seq,
+        engine="auto",
+        device=torch.device("cpu"),
+        autocast=None,
+        input_shape=tuple(probe.shape[1:]),
+        digest=lambda: digest,
+        what="fine-tuning prefix",
+    )
+    return engine if engine.kind == "onnxruntime" else None
 
 
 def _augment(x, transform, seed):
@@ -278,9 +285,7 @@ class ActivationSet:
         ):
             with self.store.lock:
                 if self.store.engine is None:
-                    self.store.engine = _traced(
-                        self.prefix, probe.expand(2, -1, -1, -1)
-                    )
+                    self.store.engine = _prefix_engine(self.prefix, probe, self.spec)
                 engine = self.store.engine
             if engine is not None:
                 self.run = engine
