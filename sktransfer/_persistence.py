@@ -571,7 +571,8 @@ def _finetuned_load(reader, est, node):
 
     n_classes = len(est.classes_)
     spec = est.__class__(**{**est.get_params(deep=False), "weights": None})
-    module, _, _ = spec._build_module(n_classes)
+    spec.policy_ = dict(est.policy_)  # what the "auto" parameters resolved to
+    module, _, _ = spec._build_module(n_classes, None)  # weights come from the file
     state = {k: reader.value(t) for k, t in node["module"].items()}
     module.load_state_dict(state)
     module.eval()

