@@ -195,6 +195,46 @@ def test_concurrent_processes_share_one_directory(tmp_path):
             assert len(np.load(shard_dir / n)) > 0
 
 
+_FRESH_PROCESS = """
+import sys
+import numpy as np
+import sktransfer._extractor as ext_mod
+from sktransfer import CNNFeatureExtractor
+
+calls = []
+real = ext_mod._forward_halving
+ext_mod._forward_halving = lambda engine, batch: calls.append(len(batch)) or real(
+    engine, batch
+)
+X = np.random.default_rng(0).integers(0, 256, (24, 16, 16, 3), dtype=np.uint8)
+kw = dict(model="timm/test_efficientnet", weights=None, input_size=32)
+codes = CNNFeatureExtractor(**kw, cache=sys.argv[1], batch_size=4).fit(X).transform(X)
+np.save(sys.argv[2], codes)
+print(sum(calls))
+"""
+
+
+def test_a_fresh_process_on_a_warm_directory_runs_no_forward_pass(tmp_path):
+    """The disk shards, not the in-process index, serve a new process's hits."""
+    import subprocess
+    import sys
+
+    def run(name):
+        out = subprocess.run(
+            [sys.executable, "-c", _FRESH_PROCESS, str(tmp_path), str(tmp_path / name)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(out.stdout.strip().splitlines()[-1])
+
+    assert run("cold.npy") == 24  # every image through the network once
+    assert run("warm.npy") == 0  # a new process: all 24 read from disk
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "warm.npy"), np.load(tmp_path / "cold.npy")
+    )
+
+
 # ------------------------------------------------------------------ out of memory
 @pytest.mark.parametrize(
     "limit,calls",
