@@ -14,7 +14,7 @@ import enum
 import math
 import os
 import threading
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -65,7 +65,6 @@ class Preprocessing:
     std: tuple = IMAGENET_STD
     interpolation: str = "bilinear"
     in_chans: int = 3
-    extra: dict = field(default_factory=dict, compare=False, hash=False)
     resize: str = "squash"
     crop_pct: float = 0.875
 
@@ -444,7 +443,6 @@ def _torchvision_preprocessing(tv_weights):
         mean=tuple(getattr(t, "mean", IMAGENET_MEAN)),
         std=tuple(getattr(t, "std", IMAGENET_STD)),
         interpolation=interp if interp in _INTERPOLATIONS else "bilinear",
-        extra={"categories": tv_weights.meta.get("categories")},
         crop_pct=crop[0] / getattr(t, "resize_size", crop)[0],
     )
 

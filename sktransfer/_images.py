@@ -291,10 +291,9 @@ class ImageData:
     sizes) or ``"paths"`` (files decoded on demand, in DataLoader workers if asked).
     """
 
-    def __init__(self, kind, items, channels=None, raw=False, divisor=None):
+    def __init__(self, kind, items, raw=False, divisor=None):
         self.kind = kind
         self.items = items
-        self.channels = channels
         self.raw = raw
         self.divisor = divisor  # stacked arrays: one pixel scale for all images
 
@@ -332,11 +331,9 @@ class ImageData:
         """A new ImageData over ``indices`` (no pixels are copied for files)."""
         indices = np.asarray(indices)
         if self.kind == "array":
-            return ImageData(
-                "array", self.items[indices], self.channels, self.raw, self.divisor
-            )
+            return ImageData("array", self.items[indices], self.raw, self.divisor)
         items = [self.items[i] for i in indices]
-        return ImageData(self.kind, items, self.channels, self.raw)
+        return ImageData(self.kind, items, self.raw)
 
 
 def _to_chw_tensor_batch(a):
@@ -469,7 +466,7 @@ def check_images(X, *, input_shape=None, check_files=True, pixel_range="auto"):
         raise ValueError(f"X has images of size {X.shape[1:3]}; they must be >= 1x1.")
     raw = pixel_range is None
     divisor = _pixel_divisor(X, raw=raw)  # all pixels checked before any work
-    return ImageData("array", X, channels=X.shape[-1], raw=raw, divisor=divisor)
+    return ImageData("array", X, raw=raw, divisor=divisor)
 
 
 class Preprocessor:
