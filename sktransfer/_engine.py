@@ -32,6 +32,7 @@ import time
 import uuid
 import warnings
 
+import numpy as np
 import torch
 
 from ._runtime import engine_cache_dir, process_cache, resolve_engine
@@ -103,9 +104,12 @@ class TorchEngine:
             if self.autocast is not None
             else contextlib.nullcontext()
         )
+        # On the CPU, small calls keep activations in the caches (see
+        # ORT_PIXELS_PER_CALL); on CUDA one call per batch.
+        step = len(x) if self.device.type == "cuda" else micro_batch(x.shape)
         with torch.inference_mode(), autocast:
-            out = self.module(x)
-        return out.float().cpu()
+            out = torch.cat([self.module(c).float() for c in x.split(step)])
+        return out.cpu()
 
 
 # ----------------------------------------------------------------------- onnxruntime
@@ -130,7 +134,26 @@ class OnnxEngine:
 
     def __call__(self, x):
         x = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        return torch.from_numpy(self.session.run(None, {self.input_name: x})[0])
+        step = micro_batch(x.shape)
+        outs = [
+            self.session.run(None, {self.input_name: x[i : i + step]})[0]
+            for i in range(0, len(x), step)
+        ]
+        return torch.from_numpy(outs[0] if len(outs) == 1 else np.concatenate(outs))
+
+
+#: Pixels (images x height x width) ONNX Runtime gets per call. Measured on
+#: EfficientNet-Lite0 at 224 px on a 2-core AMD EPYC: 4 images per call ran at
+#: about 400 images/s, 32 per call at about 290 (the activations of a small batch
+#: stay in the CPU caches). The estimators' ``batch_size`` still bounds memory
+#: and the data pipeline; only ORT's calls are split.
+ORT_PIXELS_PER_CALL = 4 * 224 * 224
+
+
+def micro_batch(shape):
+    """Images per ONNX Runtime call for inputs of ``shape`` ``(b, c, h, w)``."""
+    pixels = int(np.prod(shape[2:])) if len(shape) > 2 else 1
+    return max(1, ORT_PIXELS_PER_CALL // max(pixels, 1))
 
 
 def _versions():
@@ -349,7 +372,7 @@ def build_engine(module, *, engine, device, autocast, input_shape, digest, what)
         except EngineFallback as exc:
             warnings.warn(
                 f"engine={engine!r}: {exc}. Running the network in torch instead "
-                f"(3-4x slower on the CPU). engine='torch' silences this "
+                f"(slower on the CPU). engine='torch' silences this "
                 f"warning.",
                 UserWarning,
                 stacklevel=3,

@@ -161,10 +161,10 @@ class CNNFeatureExtractor(
         autocast and channels_last: on a CPU with AVX-512 bf16 (2-core AMD EPYC)
         EfficientNet-Lite0 codes moved by 8-11% (relative L2, up to 0.66
         absolute) and a LogisticRegression on them lost 0.9 accuracy points on
-        Fashion-MNIST (0.782 vs 0.791), for 1.4x the speed of a plain fp32 loop
-        where the default engine gives 4.1x; on CPUs without AMX / AVX-512 bf16 it is
-        emulated and about 10x slower (a warning says so). ``"fp16"`` needs
-        CUDA. Codes are always returned as float32.
+        Fashion-MNIST (0.782 vs 0.791), and it was slower than the default
+        fp32 engine there (:ref:`performance`); on CPUs without AMX / AVX-512
+        bf16 it is emulated and about 10x slower (a warning says so).
+        ``"fp16"`` needs CUDA. Codes are always returned as float32.
     engine : {"auto", "onnxruntime", "torch"}, default="auto"
         What runs the network. ``"onnxruntime"``: a graph exported from the
         network for exactly the requested outputs (pooling included), run by
@@ -174,10 +174,9 @@ class CNNFeatureExtractor(
         ``$SKTRANSFER_CACHE_DIR/onnx``, default ``~/.cache/sktransfer/onnx``),
         so later runs and other processes load it. ``"torch"``: the eager
         network (channels_last, ``inference_mode``; autocast and pinned memory
-        on CUDA). ``"auto"``: ONNX Runtime on the CPU in fp32 (4.1x a careful
-        fp32 eager loop for EfficientNet-Lite0 on a 2-core AMD EPYC, codes
-        within 2.4e-6 of their scale, see :ref:`scaling`), torch on CUDA or
-        with ``precision="bf16"``. When ONNX Runtime cannot be used (not
+        on CUDA). ``"auto"``: ONNX Runtime on the CPU in fp32 (codes equal to
+        the eager network's up to float rounding; its speed is measured on
+        :ref:`performance`), torch on CUDA or with ``precision="bf16"``. When ONNX Runtime cannot be used (not
         installed, export failure, a graph that disagrees with the network)
         the torch engine runs instead and a warning says why.
     normalize : bool, default=False

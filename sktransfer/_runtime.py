@@ -211,9 +211,9 @@ def resolve_engine(engine, device, autocast):
     """Which engine runs inference: ``"onnxruntime"`` or ``"torch"``.
 
     ``"auto"`` is ONNX Runtime on the CPU in fp32 (a graph exported from the
-    network: 4.1x a careful fp32 eager loop for EfficientNet-Lite0 on a 2-core
-    AMD EPYC with avx512_bf16, codes within 2.4e-6 of their scale, the same
-    downstream accuracy; see ``benchmarks/extract_throughput.py``)
+    network: the fastest exact engine measured by
+    ``benchmarks/extract_throughput.py``, with codes equal to eager up to float
+    rounding and the same downstream accuracy)
     and torch everywhere else: on CUDA (with autocast, channels_last and pinned
     memory) and whenever reduced precision (``autocast`` not None) is asked for,
     which only torch honours. The environment variable ``SKTRANSFER_ENGINE``
