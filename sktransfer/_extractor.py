@@ -176,9 +176,10 @@ class CNNFeatureExtractor(
         network (channels_last, ``inference_mode``; autocast and pinned memory
         on CUDA). ``"auto"``: ONNX Runtime on the CPU in fp32 (codes equal to
         the eager network's up to float rounding; its speed is measured on
-        :ref:`performance`), torch on CUDA or with ``precision="bf16"``. When ONNX Runtime cannot be used (not
-        installed, export failure, a graph that disagrees with the network)
-        the torch engine runs instead and a warning says why.
+        :ref:`performance`), torch on CUDA or with ``precision="bf16"``. When
+        ONNX Runtime cannot be used (not installed, export failure, a graph
+        that disagrees with the network) the torch engine runs instead and a
+        warning says why.
     normalize : bool, default=False
         L2-normalize each code (useful for cosine / prototype heads).
     num_workers : int or "auto", default="auto"
