@@ -39,8 +39,8 @@ from ._backbones import model_display_name
 from ._extractor import CNNFeatureExtractor
 from ._images import check_images
 from ._labels import check_no_missing_labels
-from ._report import StrategyReport, library_versions
-from ._runtime import resolve_device, resolve_precision
+from ._report import StrategyReport
+from ._runtime import library_versions, resolve_device, resolve_precision
 from ._strategies import (
     EARLIER,
     PENULTIMATE,

@@ -54,22 +54,9 @@ class VersionMismatchWarning(UserWarning):
 
 
 def _versions():
-    import sklearn
-    import skorch
-    import timm
-    import torch
-    import torchvision
+    from ._runtime import library_versions
 
-    from . import __version__
-
-    return {
-        "sktransfer": __version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "timm": timm.__version__,
-        "sklearn": sklearn.__version__,
-        "skorch": skorch.__version__,
-    }
+    return library_versions(_LIBRARIES)
 
 
 def _is_ours(obj):

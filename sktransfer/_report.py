@@ -7,30 +7,7 @@ import math
 
 import numpy as np
 
-__all__ = ["StrategyReport", "library_versions"]
-
-_VERSIONED = ("sktransfer", "torch", "torchvision", "timm", "sklearn", "numpy")
-
-
-def library_versions():
-    """``{library: version}`` of the libraries a result depends on.
-
-    Examples
-    --------
-    >>> from sktransfer._report import library_versions
-    >>> sorted(library_versions())
-    ['numpy', 'sklearn', 'sktransfer', 'timm', 'torch', 'torchvision']
-    """
-    import importlib
-
-    versions = {}
-    for name in _VERSIONED:
-        try:
-            versions[name] = str(importlib.import_module(name).__version__)
-        except ImportError:
-            versions[name] = None
-    return versions
-
+__all__ = ["StrategyReport"]
 
 _COLUMNS = (
     "strategy",

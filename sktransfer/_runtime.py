@@ -179,6 +179,33 @@ def training_autocast(precision, device):
 GLOBAL_RNG_LOCK = threading.RLock()
 
 
+# --------------------------------------------------------------- library versions
+VERSIONED = ("sktransfer", "torch", "torchvision", "timm", "sklearn", "skorch", "numpy")
+
+
+def library_versions(names=VERSIONED):
+    """``{library: version}`` (None when not installed) of what results depend on.
+
+    The one record of versions: reports of ``compare_strategies`` and the
+    manifest of :func:`sktransfer.save` both use it.
+
+    Examples
+    --------
+    >>> from sktransfer._runtime import library_versions
+    >>> sorted(library_versions(("torch", "sklearn")))
+    ['sklearn', 'torch']
+    """
+    import importlib
+
+    versions = {}
+    for name in names:
+        try:
+            versions[name] = str(importlib.import_module(name).__version__)
+        except ImportError:
+            versions[name] = None
+    return versions
+
+
 # ---------------------------------------------------------------- process caches
 _REGISTRY = {}
 _REGISTRY_LOCK = threading.Lock()

@@ -174,6 +174,7 @@ def test_report_records_runtime_versions_seeds_and_folds(report, tmp_path):
         "torchvision",
         "timm",
         "sklearn",
+        "skorch",
         "numpy",
     }
     assert info["versions"]["sktransfer"] == sktransfer.__version__
