@@ -103,6 +103,16 @@ class TinyNet(nn.Module):
         return self.fc(self.pool(self.features(x)).flatten(1))
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a test module: on 2 shared cores, intra-op threads
+    only add contention for the tiny networks of the tests."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     np.random.seed(0)

@@ -19,14 +19,7 @@ from sktransfer._backbones import load_backbone, strip_head
 from sktransfer._images import Preprocessor, check_images
 from sktransfer.callbacks import WeightTracker
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # 2 shared cores: intra-op threads only add contention for these tiny nets.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _learnable(n, seed):
