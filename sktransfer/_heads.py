@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ._runtime import GLOBAL_RNG_LOCK
+
 __all__ = [
     "CosineHead",
     "build_head",
@@ -83,7 +85,12 @@ def build_head(kind, init, n_features, n_classes, generator=None):
     """
     if kind == "cosine":
         return CosineHead(n_features, n_classes, generator=generator)
-    head = nn.Linear(n_features, n_classes)
+    # nn.Linear's constructor draws a default init from torch's global RNG: in a
+    # fit running beside another in a thread, that draw would come out of the
+    # other fit's owned stream (see _training.OwnedRNG) and change its dropout
+    # masks. Construct it with the global RNG forked and locked.
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
+        head = nn.Linear(n_features, n_classes)
     nn.init.zeros_(head.bias)
     if init == "normal":
         nn.init.normal_(head.weight, std=0.01, generator=generator)
