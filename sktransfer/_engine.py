@@ -35,7 +35,12 @@ import warnings
 import numpy as np
 import torch
 
-from ._runtime import engine_cache_dir, process_cache, resolve_engine
+from ._runtime import (
+    GLOBAL_RNG_LOCK,
+    engine_cache_dir,
+    process_cache,
+    resolve_engine,
+)
 
 __all__ = [
     "OnnxEngine",
@@ -188,8 +193,9 @@ def _export(module, input_shape, path):
     example = torch.randn(2, *input_shape, generator=torch.Generator().manual_seed(0))
     batch = torch.export.Dim("batch", min=1)
     start = time.perf_counter()
-    # the caller's RNG stays where it was, whatever the exporter draws
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
+    # the caller's RNG stays where it was, whatever the exporter draws; locked,
+    # so that no fit in another thread has its owned stream swapped in meanwhile
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]), torch.no_grad():
         program = torch.export.export(
             module, (example,), dynamic_shapes=({0: batch},), strict=False
         )
