@@ -83,6 +83,19 @@ class FineTuneModule(nn.Module):
             out = run_units(sequential_units(self.body)[self.cut :], x)
         return out.flatten(1) if out.ndim > 2 else out
 
+    def forward_images(self, x):
+        """Logits of normalized images through the whole network.
+
+        ``forward`` takes what the training loop feeds: images, or, while the
+        activation cache is on (``cut`` set), the frozen prefix's outputs. A
+        callback that scores its own images during ``fit`` uses this instead.
+        """
+        cut, self.cut = self.cut, None
+        try:
+            return self.forward(x)
+        finally:
+            self.cut = cut
+
     def forward(self, x):
         if self.training and x.shape[0] == 1:
             # One image has no batch statistics (torch raises on 1x1 maps):

@@ -67,7 +67,11 @@ class TestScore(Callback):
     def on_epoch_end(self, net, **kwargs):
         net.module_.eval()
         with torch.inference_mode():
-            logits = torch.cat([net.module_(b) for b in self.X.split(250)])
+            # forward_images: the whole network, also while fit trains on
+            # cached activations of the frozen layers
+            logits = torch.cat(
+                [net.module_.forward_images(b) for b in self.X.split(250)]
+            )
         net.history.record("test_loss", F.cross_entropy(logits, self.y).item())
         accuracy = (logits.argmax(1) == self.y).float().mean().item()
         net.history.record("test_acc", accuracy)
