@@ -767,16 +767,10 @@ class FineTunedClassifier(
 
         from skorch.helper import predefined_split
 
-        net = FineTuneNet(
+        net = self._skorch_net(
             module,
-            criterion=WeightedCrossEntropy(self.label_smoothing),
-            optimizer=torch.optim.AdamW
-            if self.optimizer == "adamw"
-            else torch.optim.SGD,
-            lr=self.lr,
-            max_epochs=self.max_epochs,
-            batch_size=self.batch_size,
-            iterator_train=make_loader,
+            device,
+            ft,
             iterator_train__shuffle=True,
             iterator_train__seed=seed,
             iterator_train__num_workers=0
@@ -784,14 +778,9 @@ class FineTunedClassifier(
             or (full.cache is not None and self.num_workers == "auto")
             else resolve_num_workers(self.num_workers, images),
             iterator_train__drop_last=drop_last,
-            iterator_valid=make_loader,
             train_split=None if valid_ds is None else predefined_split(valid_ds),
             callbacks=callbacks,
-            predict_nonlinearity=softmax,
-            classes=list(range(len(self.classes_))),
-            device=str(device),
             verbose=self.verbose,
-            ft=ft,
         )
         net.rng_ = rng if is_stochastic(module) else None
         bns = trained_bns(module)
@@ -808,6 +797,27 @@ class FineTunedClassifier(
         recalibrate_bn(module, plain, device, bns)
         self._finish(net, module, best, trainable)
         return self
+
+    def _skorch_net(self, module, device, ft, **kwargs):
+        """The skorch net around ``module``: what ``fit`` trains and ``load`` rebuilds.
+
+        ``kwargs`` add the training-only settings (loaders, split, callbacks).
+        """
+        return FineTuneNet(
+            module,
+            criterion=WeightedCrossEntropy(self.label_smoothing),
+            optimizer=torch.optim.SGD if self.optimizer == "sgd" else torch.optim.AdamW,
+            lr=self.lr,
+            max_epochs=self.max_epochs,
+            batch_size=self.batch_size,
+            iterator_train=make_loader,
+            iterator_valid=make_loader,
+            predict_nonlinearity=softmax,
+            classes=list(range(len(self.classes_))),
+            device=str(device),
+            ft=ft,
+            **{"train_split": None, "verbose": 0, **kwargs},
+        )
 
     def _finish(self, net, module, best, trainable):
         """Keep the fitted state only: no optimizer moments, data or caches."""

@@ -554,7 +554,6 @@ def _finetuned_load(reader, est, node):
     from skorch.history import History
 
     from ._runtime import resolve_device, training_autocast
-    from ._training import FineTuneNet, WeightedCrossEntropy, make_loader, softmax
 
     n_classes = len(est.classes_)
     spec = est.__class__(**{**est.get_params(deep=False), "weights": None})
@@ -568,22 +567,7 @@ def _finetuned_load(reader, est, node):
     # Inference precision follows the device the model is loaded on.
     ft["autocast"] = training_autocast(est.precision, device)
     ft["channels_last"] = ft["autocast"] is not None and device.type == "cpu"
-    net = FineTuneNet(
-        module,
-        criterion=WeightedCrossEntropy(est.label_smoothing),
-        optimizer=torch.optim.SGD if est.optimizer == "sgd" else torch.optim.AdamW,
-        lr=est.lr,
-        max_epochs=est.max_epochs,
-        batch_size=est.batch_size,
-        iterator_train=make_loader,
-        iterator_valid=make_loader,
-        train_split=None,
-        predict_nonlinearity=softmax,
-        classes=list(range(n_classes)),
-        device=str(device),
-        verbose=0,
-        ft=ft,
-    )
+    net = est._skorch_net(module, device, ft)
     net.initialize()
     net.module_.to(device)
     if ft["channels_last"]:

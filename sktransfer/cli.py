@@ -231,7 +231,7 @@ def cmd_compare(args):
         "device": "auto",
         "precision": "auto",
         "engine": "auto",
-        "num_workers": 0,
+        "num_workers": "auto",
     }
     for key, value in _runtime_args(args).items():
         if key in accepted:
@@ -566,31 +566,35 @@ def _add_runtime_args(p):
     )
     g.add_argument(
         "--num-workers",
-        type=_non_negative_int,
+        type=_workers,
         default=None,
         metavar="N",
-        help="worker processes decoding image files (default: 0)",
+        help="worker processes decoding image files: an int or 'auto' (default: "
+        "auto, one per core beyond the first for 32 or more files)",
     )
 
 
-def _non_negative_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 0")
-    return value
+def _int_at_least(minimum):
+    """argparse type: an int >= ``minimum``, else a one-line usage error."""
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{text!r} must be >= {minimum}")
+        return value
+
+    return parse
 
 
-def _positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be >= 1")
-    return value
+_positive_int = _int_at_least(1)
+
+
+def _workers(text):
+    """``--num-workers``: ``auto`` or an int >= 0."""
+    return "auto" if text == "auto" else _int_at_least(0)(text)
 
 
 def build_parser():
