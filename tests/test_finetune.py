@@ -443,6 +443,24 @@ def test_augment_changes_the_training_input(data, augment):
         assert all(not torch.allclose(a, p) for a, p in zip(aug.inputs, plain.inputs))
 
 
+def test_translate_is_torchvisions_affine_shift_bit_for_bit():
+    """The "translate" block copies shifted pixels instead of warping, with the
+    same draws and the same output as torchvision's RandomAffine."""
+    from torchvision.transforms import v2
+
+    from sktransfer._augment import RandomTranslate
+
+    ours = RandomTranslate((0.3, 0.2))
+    theirs = v2.RandomAffine(degrees=0, translate=(0.3, 0.2))
+    x = torch.rand(3, 20, 17)
+    for seed in range(50):
+        torch.manual_seed(seed)
+        got = ours(x)
+        torch.manual_seed(seed)
+        assert torch.equal(got, theirs(x)), seed
+    assert not torch.equal(got, x)  # it does shift
+
+
 def test_head_init_options(data):
     X, y = data
     inits = {}
