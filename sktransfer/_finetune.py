@@ -728,19 +728,22 @@ class FineTunedClassifier(
             freeze_epochs=min(self.freeze_epochs, self.max_epochs),
         ).with_precision(training_autocast(self.precision, device), device)
         split = self._split(y, seed)
-        data = self._prepare_data(module, images, y, weight, split, config, seed, rng)
+        data = self._prepare_data(
+            module, images, y, weight, split, config, seed, rng, device
+        )
         self._init_head(module, data, device, y, weight)
-        net, best = self._train(module, data, config, seed, rng)
+        net, best = self._train(module, data, config, seed, rng, device)
         self._finish(net, module, best, config.trainable)
         return self
 
-    def _prepare_data(self, module, images, y, weight, split, config, seed, rng):
+    def _prepare_data(
+        self, module, images, y, weight, split, config, seed, rng, device
+    ):
         """The training / validation datasets: images, or cached activations.
 
         With the activation cache, ``module.cut`` is set: the module then takes
         the frozen prefix's outputs until ``_finish``.
         """
-        device = next(module.parameters()).device
         train_idx, valid_idx = split
         full = ImageDataset(images, Preprocessor(self.preprocessing_), y, weight)
         if self.bn == "adabn":
@@ -794,14 +797,13 @@ class FineTunedClassifier(
         callbacks.append(("best_weights", best))
         return callbacks
 
-    def _train(self, module, data, config, seed, rng):
+    def _train(self, module, data, config, seed, rng, device):
         """skorch's training loop; the net and its :class:`BestWeights` callback.
 
         Validation (early stopping) and the returned model use exact BatchNorm
         statistics: the moving averages of a short fine-tune still mix in the
         old data's statistics.
         """
-        device = next(module.parameters()).device
         if config.channels_last:
             module.to(memory_format=torch.channels_last)
         n_train = len(data.train)

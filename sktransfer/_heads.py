@@ -88,12 +88,7 @@ def class_sums(feats, labels, n_classes, sample_weight=None, normalize=True):
 def class_means(feats, labels, n_classes, sample_weight=None):
     """Normalized (weighted) mean of the L2-normalized features of each class.
 
-    Parameters
-    ----------
-    feats : tensor or array of shape (n, d)
-    labels : tensor or array of shape (n,), ints in ``[0, n_classes)``
-    n_classes : int
-    sample_weight : tensor or array of shape (n,), default=None
+    The parameters are :func:`class_sums`'s (with ``normalize=True``).
 
     Returns
     -------
