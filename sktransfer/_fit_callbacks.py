@@ -26,7 +26,8 @@ class PhaseSwitch(Callback):
 
     skorch's ``Freezer`` / ``Unfreezer`` only flip ``requires_grad``; the phase
     also decides which modules run in training mode, so one callback tells the
-    module the phase through :meth:`FineTuneModule.enter_phase`.
+    module the phase through
+    :meth:`~sktransfer._training.FineTuneModule.enter_phase`.
     """
 
     def on_epoch_begin(self, net, **kwargs):
