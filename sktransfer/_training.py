@@ -240,13 +240,15 @@ class FineTuneModule(nn.Module):
         ``requires_grad`` (what training uses, so a user's freezing callback
         counts too).
         """
-        params = list(self.body.named_parameters())
-        if trainable is None:
-            key = tuple(p.requires_grad for _, p in params)
+        if trainable is None:  # every training batch: keep it cheap
+            params = list(self.body.parameters())
+            key = tuple(p.requires_grad for p in params)
         else:
-            key = tuple(name in trainable for name, _ in params)
+            named = list(self.body.named_parameters())
+            params = [p for _, p in named]
+            key = tuple(name in trainable for name, _ in named)
         if key != self._frozen_key:
-            trains = {id(p): k for (_, p), k in zip(params, key, strict=True)}
+            trains = {id(p): k for p, k in zip(params, key, strict=True)}
             found = []
 
             def visit(m):
@@ -270,12 +272,12 @@ class FineTuneModule(nn.Module):
         by :meth:`train` and :meth:`trained_bns`.
         """
         eval_modules = list(self._frozen_modules(trainable))
+        if self.bn not in ("eval", "train"):
+            return eval_modules, []
         bns = [m for m in self.body.modules() if isinstance(m, _BN)]
         if self.bn == "eval":
             return eval_modules + bns, []
-        if self.bn == "train":
-            return eval_modules, bns
-        return eval_modules, []
+        return eval_modules, bns
 
     def trained_bns(self, trainable):
         """BatchNorms whose statistics the ``"body"`` phase updates.
