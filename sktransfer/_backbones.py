@@ -705,7 +705,9 @@ def sequential_units(net):
       (:func:`sktransfer._activations.plan_cut`, which checks that their
       composition in order is the network's forward);
     * :func:`backbone_stages` keeps the units that own parameters: what an int
-      ``train_layers`` counts.
+      ``train_layers`` counts;
+    * ``model_selection.top_blocks`` / ``earlier_layer`` pick among the
+      composite ones of those stages.
     """
     units = []
     for name, child in net.named_children():
