@@ -35,6 +35,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ._backbones import sequential_units
 from ._runtime import GLOBAL_RNG_LOCK, process_cache
 
 __all__ = [
@@ -44,7 +45,6 @@ __all__ = [
     "FORWARDS",
     "activation_memory",
     "plan_cut",
-    "sequential_units",
 ]
 
 #: RAM budget (bytes) of all activation stores together; beyond it, memmap slabs.
@@ -59,23 +59,6 @@ TRACE_MIN_FORWARDS = 256
 
 _STORES = process_cache("finetune_activations")
 _STORES_LOCK = threading.Lock()
-_CONTAINERS = ("blocks", "features", "layers", "stages", "layer", "trunk")
-
-
-def sequential_units(body):
-    """(name, module) units whose composition in order is ``body``'s forward.
-
-    Top-level children, with the usual stage containers (``blocks``,
-    ``features`` ...) opened one level when they are ``nn.Sequential``. Whether
-    the composition really equals the forward is checked by :func:`plan_cut`.
-    """
-    units = []
-    for name, child in body.named_children():
-        if name in _CONTAINERS and isinstance(child, nn.Sequential):
-            units.extend((f"{name}.{sub}", m) for sub, m in child.named_children())
-        else:
-            units.append((name, child))
-    return units
 
 
 def run_units(units, x):

@@ -683,40 +683,64 @@ def list_layers(model="efficientnet_lite0", weights=None):
     return [name for name, _ in net.named_modules() if name]
 
 
-_CONTAINER_NAMES = ("blocks", "features", "layers", "stages", "layer", "trunk")
+#: Stage containers: a top-level child of one of these names that is an
+#: ``nn.Sequential`` or ``nn.ModuleList`` holds one stage per child.
+_STAGE_CONTAINERS = ("blocks", "features", "layers", "stages", "layer", "trunk")
 
 
-def backbone_stages(net):
-    """Ordered (name, module) units of the body, input side first, head excluded.
+def _has_params(module):
+    return any(True for _ in module.parameters())
 
-    Top-level children, with the usual stage containers (``blocks``, ``features``,
-    ``stages`` ...) opened one level, so that "the last k stages" means the same
-    thing for ResNets (``layer1`` .. ``layer4``), EfficientNets (``blocks.0`` ..)
-    and torchvision's ``features.N`` networks.
+
+def sequential_units(net):
+    """The one definition of a backbone's stages: ordered ``(name, module)`` units.
+
+    Top-level children, input side first, with the usual stage containers
+    (``blocks``, ``features``, ``layers``, ``stages``, ``layer``, ``trunk``)
+    opened one level, so that a unit is ``layer3`` of a ResNet, ``blocks.4`` of
+    an EfficientNet or ``features.5`` of a torchvision network. Everything that
+    speaks of stages reads this list:
+
+    * the activation cache cuts between units
+      (:func:`sktransfer._activations.plan_cut`, which checks that their
+      composition in order is the network's forward);
+    * :func:`backbone_stages` keeps the units that own parameters: what an int
+      ``train_layers`` counts;
+    * ``model_selection.top_blocks`` / ``earlier_layer`` pick among the
+      composite ones of those stages.
     """
-    head = find_head(net)
-    head_top = head.split(".")[0] if head else None
     units = []
     for name, child in net.named_children():
-        if not any(True for _ in child.parameters()):
-            continue
-        if name == head_top:
-            if head == name:
-                continue
-            # e.g. torchvision's classifier Sequential: keep the layers before the head
-            for sub, m in child.named_children():
-                full = f"{name}.{sub}"
-                if full != head and any(True for _ in m.parameters()):
-                    units.append((full, m))
-            continue
-        if name in _CONTAINER_NAMES and isinstance(
+        if name in _STAGE_CONTAINERS and isinstance(
             child, (nn.Sequential, nn.ModuleList)
         ):
-            units.extend(
-                (f"{name}.{sub}", m)
-                for sub, m in child.named_children()
-                if any(True for _ in m.parameters())
-            )
+            units.extend((f"{name}.{sub}", m) for sub, m in child.named_children())
         else:
             units.append((name, child))
     return units
+
+
+def backbone_stages(net):
+    """The units of :func:`sequential_units` that own parameters, head excluded.
+
+    "The last k stages" (``train_layers=k``) then means the same thing for
+    ResNets (``layer1`` .. ``layer4``), EfficientNets (``conv_stem, bn1,
+    blocks.0`` .. ``blocks.6, conv_head, bn2``) and torchvision's ``features.N``
+    networks. A unit holding the classification head (torchvision's
+    ``classifier`` Sequential) contributes the layers before the head.
+    """
+    head = find_head(net)
+    head_top = head.split(".")[0] if head else None
+    stages = []
+    for name, unit in sequential_units(net):
+        if name == head or not _has_params(unit):
+            continue
+        if name == head_top:
+            stages.extend(
+                (f"{name}.{sub}", m)
+                for sub, m in unit.named_children()
+                if f"{name}.{sub}" != head and _has_params(m)
+            )
+        else:
+            stages.append((name, unit))
+    return stages

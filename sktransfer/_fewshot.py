@@ -26,6 +26,7 @@ from sklearn.utils.validation import (
 )
 
 from ._doclink import DocLinkMixin
+from ._heads import class_means, class_sums, cosine_logits, normalize_rows
 from ._labels import (
     check_label_kind,
     check_no_missing_labels,
@@ -34,11 +35,6 @@ from ._labels import (
 )
 
 __all__ = ["CosineSoftmaxClassifier", "PrototypeClassifier"]
-
-
-def _l2_normalize(X):
-    norms = np.linalg.norm(X, axis=1, keepdims=True)
-    return X / np.maximum(norms, np.finfo(X.dtype).tiny)
 
 
 def _decision_from_logits(logits):
@@ -263,14 +259,16 @@ class PrototypeClassifier(DocLinkMixin, _FewShotMixin, ClassifierMixin, BaseEsti
             y, "PrototypeClassifier", "Drop those rows before fitting."
         )
         sample_weight = check_sample_weight(sample_weight, X)
-        Z = X.astype(np.float64)
-        if self.metric == "cosine":
-            Z = _l2_normalize(Z)
         new_classes, y_idx = np.unique(y, return_inverse=True)
         n_new = len(new_classes)
-        sums = np.zeros((n_new, X.shape[1]))
-        np.add.at(sums, y_idx, Z * sample_weight[:, None])
-        counts = np.bincount(y_idx, weights=sample_weight, minlength=n_new)
+        sums, counts = class_sums(
+            X.astype(np.float64),
+            y_idx,
+            n_new,
+            sample_weight.astype(np.float64),
+            normalize=self.metric == "cosine",
+        )
+        sums, counts = sums.numpy(), counts.numpy()
         if not reset:
             classes = np.concatenate([self.classes_, new_classes])
             all_classes, inverse = np.unique(classes, return_inverse=True)
@@ -285,13 +283,16 @@ class PrototypeClassifier(DocLinkMixin, _FewShotMixin, ClassifierMixin, BaseEsti
         self._sums = sums
         self.class_count_ = counts
         means = sums / np.maximum(counts, np.finfo(np.float64).tiny)[:, None]
-        self.prototypes_ = _l2_normalize(means) if self.metric == "cosine" else means
+        if self.metric == "cosine":
+            means = normalize_rows(means).numpy()
+        self.prototypes_ = means
         return self
 
     def _logits(self, X):
         X = X.astype(np.float64)
         if self.metric == "cosine":
-            return self.scale * (_l2_normalize(X) @ self.prototypes_.T)
+            P = torch.from_numpy(self.prototypes_)
+            return cosine_logits(X, P, self.scale).numpy()
         sq = (
             (X**2).sum(1)[:, None]
             - 2 * X @ self.prototypes_.T
@@ -546,14 +547,15 @@ class CosineSoftmaxClassifier(
 
         self.classes_, y_idx = np.unique(y_lab, return_inverse=True)
         n_classes = len(self.classes_)
-        Z = _l2_normalize(X_lab.astype(np.float64))
-        sums = np.zeros((n_classes, X.shape[1]))
-        np.add.at(sums, y_idx, Z * w_lab[:, None])
-        self.prototypes_ = _l2_normalize(sums)
-        self._train(Z, y_idx, w_lab, _l2_normalize(X_unl.astype(np.float64)), w_unl)
+        X_lab = X_lab.astype(np.float64)
+        self.prototypes_ = class_means(
+            X_lab, y_idx, n_classes, w_lab.astype(np.float64)
+        ).numpy()
+        self._train(X_lab, y_idx, w_lab, X_unl.astype(np.float64), w_unl)
         return self
 
     def _train(self, Z, y_idx, w_lab, Z_unl, w_unl):
+        """Full-batch steps from ``W = M, b = 0`` on the (unnormalized) rows."""
         dtype = torch.float64 if self.dtype == "float64" else torch.float32
         t = lambda a: torch.tensor(np.asarray(a), dtype=dtype)  # noqa: E731
         M = t(self.prototypes_)
@@ -575,12 +577,11 @@ class CosineSoftmaxClassifier(
         curve = []
 
         def objective():
-            Wn = torch.nn.functional.normalize(W, dim=1)
             s = log_s.exp()
-            logp = torch.log_softmax(s * Zt @ Wn.T + b, 1)
+            logp = torch.log_softmax(cosine_logits(Zt, W, s) + b, 1)
             loss = -(logp[torch.arange(len(yt)), yt] * wt).sum() / wsum
             if use_unl:
-                logq = torch.log_softmax(s * Zu @ Wn.T + b, 1)
+                logq = torch.log_softmax(cosine_logits(Zu, W, s) + b, 1)
                 loss = loss + self.entropy_weight * _entropy(logq, wu)
                 if self.class_balance > 0:
                     mean_p = (logq.exp() * wu[:, None]).sum(0) / wu.sum()
@@ -602,7 +603,7 @@ class CosineSoftmaxClassifier(
             finally:
                 torch.set_num_threads(threads)
         with torch.no_grad():
-            self.coef_ = torch.nn.functional.normalize(W, dim=1).double().numpy()
+            self.coef_ = normalize_rows(W).double().numpy()
             self.intercept_ = b.detach().double().numpy()
             self.scale_ = (
                 float(log_s.detach().exp()) if self.learn_scale else float(self.scale)
@@ -637,5 +638,7 @@ class CosineSoftmaxClassifier(
             return max(1, opt.state[opt._params[0]].get("n_iter", 1))
 
     def _logits(self, X):
-        Z = _l2_normalize(X.astype(np.float64))
-        return self.scale_ * (Z @ self.coef_.T) + self.intercept_
+        logits = cosine_logits(
+            X.astype(np.float64), torch.from_numpy(self.coef_), self.scale_
+        )
+        return logits.numpy() + self.intercept_

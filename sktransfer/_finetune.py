@@ -6,6 +6,7 @@ import os
 import warnings
 from numbers import Integral, Real
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -20,16 +21,18 @@ from sklearn.utils.validation import (
     check_is_fitted,
     column_or_1d,
 )
+from skorch.callbacks import LRScheduler
+from skorch.helper import predefined_split
 from torch import nn
 
-from ._activations import ActivationSet, CachedDataset, plan_cut, sequential_units
+from ._activations import ActivationSet, CachedDataset, plan_cut
 from ._augment import make_augmentation
-from ._backbones import find_head, load_backbone, strip_head
+from ._backbones import find_head, load_backbone, sequential_units, strip_head
 from ._base import _ImageEstimatorMixin
 from ._cache import CodeCache, image_digests, resolve_cache_dir, state_digest
 from ._doclink import DocLinkMixin
 from ._engine import TorchEngine, build_engine, forward_halving
-from ._fit_callbacks import BestWeights, DrawViews, NaNGuard, PhaseSwitch, Schedule
+from ._fit_callbacks import BestWeights, DrawViews, NaNGuard, PhaseSwitch, lr_schedule
 from ._heads import build_head, class_means, fit_linear_probe
 from ._images import Preprocessor, iter_batches, resolve_num_workers
 from ._labels import check_no_missing_labels, check_sample_weight
@@ -40,6 +43,7 @@ from ._training import (
     ImageDataset,
     OwnedRNG,
     SeededTransform,
+    TrainConfig,
     WeightedCrossEntropy,
     adabn,
     export_state,
@@ -50,10 +54,21 @@ from ._training import (
     resolve_trainable,
     set_drop_path,
     softmax,
-    trained_bns,
 )
 
 __all__ = ["FineTunedClassifier"]
+
+
+class _FitData(NamedTuple):
+    """What ``_prepare_data`` hands to the head init and the training loop."""
+
+    train: torch.utils.data.Dataset  # (augmented) training items
+    valid: torch.utils.data.Dataset | None  # early stopping's held-out items
+    plain: torch.utils.data.DataLoader  # training items, un-augmented, in order
+    train_idx: np.ndarray  # rows of the fit's data that train
+    draw: DrawViews | None  # picks cached views per epoch
+    num_workers: int  # DataLoader workers of the training loader
+
 
 # Exporting the fine-tuned net to ONNX costs seconds: with engine="auto" it is
 # worth it from a few hundred images on (then kept for every later call).
@@ -620,7 +635,7 @@ class FineTunedClassifier(
         root = resolve_cache_dir(self.cache)
         return None if root is None else Path(os.path.expanduser(str(root)))
 
-    def _activations(self, module, full, images, trainable, seed, device, autocast):
+    def _activations(self, module, full, images, config, seed, device):
         """The frozen prefix's outputs (an :class:`ActivationSet`), or None.
 
         None (with the reason in ``policy_["cache"]``) when the part before the
@@ -630,7 +645,9 @@ class FineTunedClassifier(
         if self.cache is False:
             cut, reason = None, "cache=False"
         else:
-            cut, reason = plan_cut(module.body, trainable, self.bn, probe.to(device))
+            cut, reason = plan_cut(
+                module.body, config.trainable, self.bn, probe.to(device)
+            )
         if cut is None:
             self.policy_["cache"] = f"off: {reason}"
             if self.verbose:
@@ -650,13 +667,13 @@ class FineTunedClassifier(
             image_digests(images),
             spec=(
                 f"finetune-prefix|{state_digest(module.body)}|cut={units[cut - 1][0]}"
-                f"|{full.pre.p}|autocast={autocast}"
+                f"|{full.pre.p}|autocast={config.autocast}"
             ),
             transform=transform,
             n_views=views,
             view_seed=seed,
             device=device,
-            autocast=autocast,
+            autocast=config.autocast,
             batch_size=self.batch_size,
             disk=None if root is None else (lambda spec, w: CodeCache(root, spec, w)),
         )
@@ -668,12 +685,12 @@ class FineTunedClassifier(
             print(f"[FineTunedClassifier] activation cache at {self.policy_['cache']}")
         return acts
 
-    def _init_head(self, module, plain, device, y_train, w_train):
+    def _init_head(self, module, data, device, y, weight):
         """``head_init="class_means"`` / ``"lp"``: the head from frozen features."""
         init = self.policy_["head_init"]
         if init not in ("class_means", "lp"):
             return
-        feats, labels = frozen_features(module, plain, device)
+        feats, labels = frozen_features(module, data.plain, device)
         n_classes = len(self.classes_)
         with torch.no_grad():
             if init == "class_means":
@@ -681,13 +698,19 @@ class FineTunedClassifier(
                 if getattr(module.head, "bias", None) is not None:
                     module.head.bias.zero_()
             else:
+                w_train = None if weight is None else weight[data.train_idx]
                 w, b = fit_linear_probe(
-                    feats.numpy(), y_train, n_classes, self.weight_decay, w_train
+                    feats.numpy(),
+                    y[data.train_idx],
+                    n_classes,
+                    self.weight_decay,
+                    w_train,
                 )
                 module.head.weight.copy_(w)
                 module.head.bias.copy_(b)
 
     def _fit(self, images, y, weight, seed, device):
+        """The phases of ``fit``: module, data, head, training, fitted state."""
         self.policy_ = self._resolve_policy(len(images))
         rng = OwnedRNG(seed, device)
         gen = torch.Generator().manual_seed(seed)
@@ -695,113 +718,128 @@ class FineTunedClassifier(
         self.preprocessing_ = prep
         trainable = self._freeze(module, drop_sites)
         module.to(device)
-        autocast = training_autocast(self.precision, device)
+        config = TrainConfig(
+            trainable=frozenset(trainable),
+            lr=self.lr,
+            backbone_lr=self.lr / 10 if self.backbone_lr is None else self.backbone_lr,
+            weight_decay=self.weight_decay,
+            l1=self.l1,
+            optimizer=self.optimizer,
+            freeze_epochs=min(self.freeze_epochs, self.max_epochs),
+        ).with_precision(training_autocast(self.precision, device), device)
+        split = self._split(y, seed)
+        data = self._prepare_data(
+            module, images, y, weight, split, config, seed, rng, device
+        )
+        self._init_head(module, data, device, y, weight)
+        net, best = self._train(module, data, config, seed, rng, device)
+        self._finish(net, module, best, config.trainable)
+        return self
 
-        # ---- data: images, or the frozen prefix's cached activations
-        train_idx, valid_idx = self._split(y, seed)
-        full = ImageDataset(images, Preprocessor(prep), y, weight)
+    def _prepare_data(
+        self, module, images, y, weight, split, config, seed, rng, device
+    ):
+        """The training / validation datasets: images, or cached activations.
+
+        With the activation cache, ``module.cut`` is set: the module then takes
+        the frozen prefix's outputs until ``_finish``.
+        """
+        train_idx, valid_idx = split
+        full = ImageDataset(images, Preprocessor(self.preprocessing_), y, weight)
         if self.bn == "adabn":
             adabn(module, make_loader(full.subset(train_idx), self.batch_size), device)
-        acts = self._activations(
-            module, full, images, trainable, seed, device, autocast
-        )
+        acts = self._activations(module, full, images, config, seed, device)
         draw = None
         if acts is None:
-            train_ds = full.subset(train_idx)
-            valid_ds = None if valid_idx is None else full.subset(valid_idx)
-            plain_ds = train_ds
-            transform = make_augmentation(self.policy_["augment"], prep.input_size)
+            train = full.subset(train_idx)
+            valid = None if valid_idx is None else full.subset(valid_idx)
+            plain = train
+            transform = make_augmentation(
+                self.policy_["augment"], self.preprocessing_.input_size
+            )
             if transform is not None:
-                train_ds = train_ds.with_transform(SeededTransform(transform, rng))
+                train = train.with_transform(SeededTransform(transform, rng))
+            in_memory = full.cache is not None and self.num_workers == "auto"
+            workers = 0 if in_memory else resolve_num_workers(self.num_workers, images)
         else:
             module.cut = len(acts.prefix)
-            train_ds = CachedDataset(acts, train_idx, y, weight)
-            valid_ds = None if valid_idx is None else CachedDataset(acts, valid_idx, y)
-            plain_ds = train_ds.clean()
+            train = CachedDataset(acts, train_idx, y, weight)
+            valid = None if valid_idx is None else CachedDataset(acts, valid_idx, y)
+            plain = train.clean()
             if acts.n_views:
-                draw = DrawViews(train_ds, acts.n_views, seed)
-        plain = make_loader(plain_ds, self.batch_size)
-        self._init_head(
-            module,
-            plain,
-            device,
-            y[train_idx],
-            None if weight is None else weight[train_idx],
+                draw = DrawViews(train, acts.n_views, seed)
+            workers = 0
+        return _FitData(
+            train=train,
+            valid=valid,
+            plain=make_loader(plain, self.batch_size),
+            train_idx=train_idx,
+            draw=draw,
+            num_workers=workers,
         )
 
-        # ---- training
-        backbone_lr = self.lr / 10 if self.backbone_lr is None else self.backbone_lr
-        ft = {
-            "trainable": trainable,
-            "lr": self.lr,
-            "backbone_lr": backbone_lr,
-            "weight_decay": self.weight_decay,
-            "l1": self.l1,
-            "optimizer": self.optimizer,
-            "autocast": autocast,
-            "channels_last": autocast is not None and device.type == "cpu",
-        }
-        if ft["channels_last"]:
-            module.to(memory_format=torch.channels_last)
-        n_train = len(train_ds)
-        steps = -(-n_train // self.batch_size)
-        drop_last = n_train > self.batch_size and n_train % self.batch_size == 1
-        freeze = min(self.freeze_epochs, self.max_epochs)
-        phases = [(0, freeze), (freeze, self.max_epochs - freeze)]
-        phases = [p for p in phases if p[1] > 0]
-        callbacks = [("phase", PhaseSwitch(freeze)), ("nan_guard", NaNGuard())]
-        if draw is not None:
-            callbacks.append(("draw_views", draw))
+    def _fit_callbacks(self, config, data, steps_per_epoch, best):
+        """Our callbacks, the user's, then early stopping (which may end the fit)."""
+        callbacks = [("phase", PhaseSwitch()), ("nan_guard", NaNGuard())]
+        if data.draw is not None:
+            callbacks.append(("draw_views", data.draw))
         if self.scheduler is not None:
-            callbacks.append(
-                ("schedule", Schedule(self.scheduler, phases, steps - drop_last))
+            schedule = lr_schedule(
+                self.scheduler, config.freeze_epochs, self.max_epochs, steps_per_epoch
             )
+            callbacks.append(("schedule", schedule))
         if self.verbose > 1:
             from skorch.callbacks import ProgressBar
 
             callbacks.append(("progress", ProgressBar()))
         for i, cb in enumerate(self.callbacks or []):
             callbacks.append(cb if isinstance(cb, tuple) else (f"user_{i}", cb))
-        best = BestWeights(self.monitor, self.patience, valid_ds is not None)
         callbacks.append(("best_weights", best))
+        return callbacks
 
-        from skorch.helper import predefined_split
+    def _train(self, module, data, config, seed, rng, device):
+        """skorch's training loop; the net and its :class:`BestWeights` callback.
 
+        Validation (early stopping) and the returned model use exact BatchNorm
+        statistics: the moving averages of a short fine-tune still mix in the
+        old data's statistics.
+        """
+        if config.channels_last:
+            module.to(memory_format=torch.channels_last)
+        n_train = len(data.train)
+        drop_last = n_train > self.batch_size and n_train % self.batch_size == 1
+        steps = -(-n_train // self.batch_size) - drop_last
+        best = BestWeights(self.monitor, self.patience, data.valid is not None)
         net = self._skorch_net(
             module,
             device,
-            ft,
+            config,
             iterator_train__shuffle=True,
             iterator_train__seed=seed,
-            iterator_train__num_workers=0
-            if acts is not None
-            or (full.cache is not None and self.num_workers == "auto")
-            else resolve_num_workers(self.num_workers, images),
+            iterator_train__num_workers=data.num_workers,
             iterator_train__drop_last=drop_last,
-            train_split=None if valid_ds is None else predefined_split(valid_ds),
-            callbacks=callbacks,
+            train_split=None if data.valid is None else predefined_split(data.valid),
+            callbacks=self._fit_callbacks(config, data, steps, best),
             verbose=self.verbose,
         )
         net.rng_ = rng if is_stochastic(module) else None
-        bns = trained_bns(module)
-        if valid_ds is not None and bns:
-            # Validate on the BatchNorm statistics the returned model will have.
-            def exact_bn():
-                if not module.head_only:
-                    recalibrate_bn(module, plain, device, bns)
+        bns = module.trained_bns(config.trainable)
+        if data.valid is not None and bns:
+
+            def exact_bn():  # validate on the statistics the model will have
+                if module.phase == "body":
+                    recalibrate_bn(module, data.plain, device, bns)
 
             net.before_valid_ = exact_bn
-        net.fit(train_ds, None)
-        # Exact BatchNorm statistics for the final (best) weights: the moving
-        # averages of a short fine-tune still mix in the old data's statistics.
-        recalibrate_bn(module, plain, device, bns)
-        self._finish(net, module, best, trainable)
-        return self
+        net.fit(data.train, None)
+        recalibrate_bn(module, data.plain, device, bns)
+        return net, best
 
-    def _skorch_net(self, module, device, ft, **kwargs):
+    def _skorch_net(self, module, device, config, **kwargs):
         """The skorch net around ``module``: what ``fit`` trains and ``load`` rebuilds.
 
-        ``kwargs`` add the training-only settings (loaders, split, callbacks).
+        ``config`` is the :class:`TrainConfig`; ``kwargs`` add the training-only
+        settings (loaders, split, callbacks).
         """
         return FineTuneNet(
             module,
@@ -815,7 +853,7 @@ class FineTunedClassifier(
             predict_nonlinearity=softmax,
             classes=list(range(len(self.classes_))),
             device=str(device),
-            ft=ft,
+            config=config,
             **{"train_split": None, "verbose": 0, **kwargs},
         )
 
@@ -830,6 +868,8 @@ class FineTunedClassifier(
         for _, cb in net.callbacks_:
             if isinstance(cb, DrawViews):
                 cb.dataset = None  # the activations are not part of the model
+            if isinstance(cb, LRScheduler):
+                cb.lr_scheduler_ = None  # it holds the optimizer: a second copy
         # skorch pickles its ``module`` argument apart from ``module_``: a second
         # copy of every weight. Keep the class only (fit builds a new net anyway).
         net.module = type(module)
@@ -883,7 +923,7 @@ class FineTunedClassifier(
         elif engine is not None and (engine.kind != "torch" or derived["settled"]):
             return engine
         device = torch.device(net.device)
-        autocast = net.ft["autocast"]
+        autocast = net.config.autocast
         kind = resolve_engine(self.engine, device, autocast)
         if kind == "onnxruntime" and (
             self.engine == "onnxruntime" or n_images >= _ENGINE_MIN_IMAGES

@@ -3,8 +3,10 @@
 One owner for the few pieces of head arithmetic that :class:`FineTunedClassifier`
 and the few-shot heads share (private):
 
-* :func:`class_means` -- normalized means of the normalized features per class
-  (the few-shot recipe's prototypes ``M``);
+* :func:`normalize_rows` -- rows scaled to unit length;
+* :func:`class_sums` / :func:`class_means` -- (weighted) sums and normalized
+  means of the normalized features per class (the few-shot recipe's
+  prototypes ``M``);
 * :func:`cosine_logits` -- ``scale * normalize(x) @ normalize(W).T``;
 * :class:`CosineHead` -- that product as a module with a learnable scale;
 * :func:`build_head` -- a new linear or cosine head, initialized from a generator
@@ -28,35 +30,78 @@ __all__ = [
     "CosineHead",
     "build_head",
     "class_means",
+    "class_sums",
     "cosine_logits",
     "fit_linear_probe",
+    "normalize_rows",
     "probe_C",
 ]
 
 
-def class_means(feats, labels, n_classes):
-    """Normalized mean of the L2-normalized features of each class.
+def _floating(x):
+    """``x`` as a float tensor: float64 stays float64, anything else float32."""
+    x = torch.as_tensor(x)
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def normalize_rows(x):
+    """Rows of ``x`` (a tensor or an array) scaled to unit L2 norm.
+
+    Rows with a norm below 1e-12 are divided by 1e-12 (a zero row stays zero).
+    float64 stays float64, other inputs become float32.
+    """
+    return F.normalize(_floating(x), dim=1)
+
+
+def class_sums(feats, labels, n_classes, sample_weight=None, normalize=True):
+    """Per class, the (weighted) sum of its feature rows and its total weight.
 
     Parameters
     ----------
-    feats : torch.Tensor of shape (n, d)
-    labels : torch.Tensor of shape (n,), ints in ``[0, n_classes)``
+    feats : tensor or array of shape (n, d)
+    labels : tensor or array of shape (n,), ints in ``[0, n_classes)``
     n_classes : int
+    sample_weight : tensor or array of shape (n,), default=None
+        Weights of the rows (default: 1 each).
+    normalize : bool, default=True
+        Sum the L2-normalized rows (cosine geometry) rather than the raw ones.
+
+    Returns
+    -------
+    sums : torch.Tensor of shape (n_classes, d)
+    totals : torch.Tensor of shape (n_classes,)
+        Sum of the weights of each class's rows (0 for a class without rows).
+    """
+    z = normalize_rows(feats) if normalize else _floating(feats)
+    labels = torch.as_tensor(labels).long()
+    sums = torch.zeros(n_classes, z.shape[1], dtype=z.dtype)
+    if sample_weight is None:
+        w = torch.ones(len(z), dtype=z.dtype)
+        sums.index_add_(0, labels, z)
+    else:
+        w = torch.as_tensor(sample_weight).to(z.dtype)
+        sums.index_add_(0, labels, z * w[:, None])
+    totals = torch.zeros(n_classes, dtype=z.dtype).index_add_(0, labels, w)
+    return sums, totals
+
+
+def class_means(feats, labels, n_classes, sample_weight=None):
+    """Normalized (weighted) mean of the L2-normalized features of each class.
+
+    The parameters are :func:`class_sums`'s (with ``normalize=True``).
 
     Returns
     -------
     means : torch.Tensor of shape (n_classes, d), rows of unit length (a class
         without examples gets a zero row).
     """
-    z = F.normalize(feats.float(), dim=1)
-    sums = torch.zeros(n_classes, z.shape[1], dtype=z.dtype)
-    sums.index_add_(0, labels.long(), z)
-    return F.normalize(sums, dim=1)
+    sums, _ = class_sums(feats, labels, n_classes, sample_weight)
+    return normalize_rows(sums)
 
 
 def cosine_logits(x, weight, scale):
     """``scale * normalize(x) @ normalize(weight).T`` (rows normalized)."""
-    return scale * F.normalize(x.float(), dim=1) @ F.normalize(weight, dim=1).T
+    return scale * normalize_rows(x) @ F.normalize(weight, dim=1).T
 
 
 class CosineHead(nn.Module):

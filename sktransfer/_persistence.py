@@ -544,7 +544,8 @@ def _finetuned_save(writer, est, where):
             k: writer.value(t, f"{where}.net_.module_[{k!r}]")
             for k, t in net.module_.state_dict().items()
         },
-        "ft": writer.value(dict(net.ft), f"{where}.net_.ft"),
+        # The TrainConfig's fields (the key predates the dataclass).
+        "ft": writer.value(net.config.to_dict(), f"{where}.net_.config"),
         "history": writer.value(list(net.history), f"{where}.net_.history"),
     }
 
@@ -554,6 +555,7 @@ def _finetuned_load(reader, est, node):
     from skorch.history import History
 
     from ._runtime import resolve_device, training_autocast
+    from ._training import TrainConfig
 
     n_classes = len(est.classes_)
     spec = est.__class__(**{**est.get_params(deep=False), "weights": None})
@@ -563,14 +565,15 @@ def _finetuned_load(reader, est, node):
     module.load_state_dict(state)
     module.eval()
     device = resolve_device(est.device)
-    ft = reader.value(node["ft"])
+    # Files written before freeze_epochs was recorded: the estimator's, capped.
+    freeze = min(est.freeze_epochs, est.max_epochs)
+    config = TrainConfig.from_dict(reader.value(node["ft"]), freeze_epochs=freeze)
     # Inference precision follows the device the model is loaded on.
-    ft["autocast"] = training_autocast(est.precision, device)
-    ft["channels_last"] = ft["autocast"] is not None and device.type == "cpu"
-    net = est._skorch_net(module, device, ft)
+    config = config.with_precision(training_autocast(est.precision, device), device)
+    net = est._skorch_net(module, device, config)
     net.initialize()
     net.module_.to(device)
-    if ft["channels_last"]:
+    if config.channels_last:
         net.module_.to(memory_format=torch.channels_last)
     net.optimizer_.state.clear()
     net.l1_params_ = []

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from collections.abc import Mapping
+from numbers import Integral, Real
 
 import numpy as np
 import torch
@@ -18,8 +20,8 @@ from skorch.dataset import unpack_data
 from skorch.utils import to_tensor
 from torch import nn
 
-from ._activations import run_units, sequential_units
-from ._backbones import backbone_stages
+from ._activations import run_units
+from ._backbones import backbone_stages, sequential_units
 from ._heads import CosineHead, build_head  # noqa: F401 - re-exported
 from ._runtime import GLOBAL_RNG_LOCK
 
@@ -27,6 +29,109 @@ _BN = nn.modules.batchnorm._BatchNorm
 # Resized training images are kept in memory when they fit in this budget, so an
 # epoch costs augmentation + forward + backward, not decoding and resizing.
 _CACHE_BYTES = 2 * 1024**3
+_OPTIMIZERS = ("adamw", "sgd")
+
+
+# ------------------------------------------------------------------ the config
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """What one fit's skorch net needs beyond skorch's own parameters (immutable).
+
+    Built once by ``FineTunedClassifier._fit`` (and by ``sktransfer.load``) and
+    read by :class:`FineTuneNet` and the fit's callbacks; nothing changes it
+    during training. Numbers are stored as ``float`` / ``int``; a value of the
+    wrong type raises ``TypeError``, an unknown optimizer ``ValueError``.
+
+    Attributes
+    ----------
+    trainable : frozenset of str
+        Names of the body parameters trained after the head-only phase.
+    lr : float
+        Learning rate of the head.
+    backbone_lr : float
+        Learning rate of the trained body parameters.
+    weight_decay : float
+        Decoupled weight decay (L2) on weight matrices and kernels.
+    l1 : float
+        L1 strength on the trained weight matrices and kernels (0: none).
+    optimizer : {"adamw", "sgd"}
+    freeze_epochs : int
+        Head-only epochs at the start of training (at most ``max_epochs``).
+    autocast : torch.dtype or None, default=None
+        Autocast dtype of training and torch inference; None for fp32.
+    channels_last : bool, default=False
+        Run the network in channels-last memory format (CPU autocast).
+    """
+
+    trainable: frozenset[str]
+    lr: float
+    backbone_lr: float
+    weight_decay: float
+    l1: float
+    optimizer: str
+    freeze_epochs: int
+    autocast: torch.dtype | None = None
+    channels_last: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.trainable, frozenset) or not all(
+            isinstance(n, str) for n in self.trainable
+        ):
+            raise TypeError(
+                f"TrainConfig.trainable must be a frozenset of parameter names, "
+                f"got {type(self.trainable).__name__}."
+            )
+        for name in ("lr", "backbone_lr", "weight_decay", "l1"):
+            value = getattr(self, name)
+            if not isinstance(value, Real) or isinstance(value, bool):
+                raise TypeError(
+                    f"TrainConfig.{name} must be a real number, got {value!r}."
+                )
+            object.__setattr__(self, name, float(value))
+        if not isinstance(self.freeze_epochs, Integral) or isinstance(
+            self.freeze_epochs, bool
+        ):
+            raise TypeError(
+                f"TrainConfig.freeze_epochs must be an int, got {self.freeze_epochs!r}."
+            )
+        object.__setattr__(self, "freeze_epochs", int(self.freeze_epochs))
+        if self.optimizer not in _OPTIMIZERS:
+            raise ValueError(
+                f"TrainConfig.optimizer must be one of {_OPTIMIZERS}, got "
+                f"{self.optimizer!r}."
+            )
+        if self.autocast is not None and not isinstance(self.autocast, torch.dtype):
+            raise TypeError(
+                f"TrainConfig.autocast must be a torch.dtype or None, got "
+                f"{self.autocast!r}."
+            )
+        if not isinstance(self.channels_last, bool):
+            raise TypeError(
+                f"TrainConfig.channels_last must be a bool, got {self.channels_last!r}."
+            )
+
+    def with_precision(self, autocast, device):
+        """A copy running in ``autocast`` on ``device``.
+
+        Channels-last goes with autocast on the CPU (the one rule, for fitting
+        and for loading a saved model on another device).
+        """
+        channels_last = autocast is not None and torch.device(device).type == "cpu"
+        return dataclasses.replace(self, autocast=autocast, channels_last=channels_last)
+
+    def to_dict(self):
+        """The fields as a plain dict (what a saved model file records)."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_dict(cls, values, freeze_epochs=0):
+        """Rebuild from :meth:`to_dict`'s dict; ``freeze_epochs`` fills in for
+        dicts saved before it was recorded. Unknown keys are ignored."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        values = {k: v for k, v in values.items() if k in known}
+        values.setdefault("freeze_epochs", freeze_epochs)
+        values["trainable"] = frozenset(values["trainable"])
+        return cls(**values)
 
 
 # ------------------------------------------------------------------------ the module
@@ -61,7 +166,13 @@ class FineTuneModule(nn.Module):
     stochastic depth act inside frozen blocks. ``bn`` picks what happens to
     BatchNorm layers: ``"frozen"`` / ``"adabn"`` (eval mode where frozen),
     ``"eval"`` (eval mode everywhere), ``"train"`` (train mode everywhere).
+
+    ``phase`` is ``"head"`` during the ``freeze_epochs`` (the whole body in eval
+    mode and frozen) and ``"body"`` otherwise; only :meth:`enter_phase` changes
+    it (called by the fit's phase callback).
     """
+
+    phase = "body"  # class default: modules pickled before phases existed
 
     def __init__(self, body, head, dropout=0.0, bn="frozen"):
         super().__init__()
@@ -69,7 +180,7 @@ class FineTuneModule(nn.Module):
         self.dropout = nn.Dropout(dropout) if dropout else nn.Identity()
         self.head = head
         self.bn = bn
-        self.head_only = False  # True during the freeze_epochs phase
+        self.phase = "body"
         # When set, inputs are the cached outputs of the body's first ``cut``
         # sequential units (the frozen prefix) and only the rest runs.
         self.cut = None
@@ -110,14 +221,39 @@ class FineTuneModule(nn.Module):
                     m.train()
         return self.head(self.dropout(self.features(x)))
 
-    def _frozen_modules(self):
-        key = tuple(p.requires_grad for p in self.body.parameters())
+    def enter_phase(self, phase, trainable):
+        """Start the ``"head"`` or ``"body"`` phase of training.
+
+        The one place that switches phases: in ``"head"`` no body parameter
+        trains, in ``"body"`` exactly those named in ``trainable``.
+        """
+        if phase not in ("head", "body"):
+            raise ValueError(f"phase must be 'head' or 'body', got {phase!r}.")
+        self.phase = phase
+        for name, p in self.body.named_parameters():
+            p.requires_grad_(phase == "body" and name in trainable)
+
+    def _frozen_modules(self, trainable=None):
+        """Largest body submodules none of whose parameters train.
+
+        ``trainable``: names of the trained body parameters; None reads
+        ``requires_grad`` (what training uses, so a user's freezing callback
+        counts too).
+        """
+        if trainable is None:  # every training batch: keep it cheap
+            params = list(self.body.parameters())
+            key = tuple(p.requires_grad for p in params)
+        else:
+            named = list(self.body.named_parameters())
+            params = [p for _, p in named]
+            key = tuple(name in trainable for name, _ in named)
         if key != self._frozen_key:
+            trains = {id(p): k for p, k in zip(params, key, strict=True)}
             found = []
 
             def visit(m):
                 own = list(m.parameters()) or list(m.buffers())
-                if own and not any(p.requires_grad for p in m.parameters()):
+                if own and not any(trains[id(p)] for p in m.parameters()):
                     found.append(m)
                     return
                 for child in m.children():
@@ -127,19 +263,49 @@ class FineTuneModule(nn.Module):
             self._frozen_key, self._frozen = key, found
         return self._frozen
 
+    def _body_modes(self, trainable=None):
+        """``(eval_modules, train_bns)`` of the body in the ``"body"`` phase.
+
+        Training mode everywhere, except the frozen modules (eval, with all they
+        contain), then BatchNorms per ``bn``: ``"eval"`` all in eval mode,
+        ``"train"`` all in training mode. The one statement of the rule, read
+        by :meth:`train` and :meth:`trained_bns`.
+        """
+        eval_modules = list(self._frozen_modules(trainable))
+        if self.bn not in ("eval", "train"):
+            return eval_modules, []
+        bns = [m for m in self.body.modules() if isinstance(m, _BN)]
+        if self.bn == "eval":
+            return eval_modules + bns, []
+        return eval_modules, bns
+
+    def trained_bns(self, trainable):
+        """BatchNorms whose statistics the ``"body"`` phase updates.
+
+        Read off :meth:`_body_modes` for the trained parameter names
+        ``trainable``, whatever the current phase and mode.
+        """
+        eval_modules, train_bns = self._body_modes(trainable)
+        forced = {id(m) for m in train_bns}
+        off = {id(s) for m in eval_modules for s in m.modules()}
+        return [
+            m
+            for m in self.body.modules()
+            if isinstance(m, _BN) and (id(m) in forced or id(m) not in off)
+        ]
+
     def train(self, mode=True):
         super().train(mode)
         if not mode:
             return self
-        if self.head_only:
+        if self.phase == "head":
             self.body.eval()
             return self
-        for m in self._frozen_modules():
+        eval_modules, train_bns = self._body_modes()
+        for m in eval_modules:
             m.eval()
-        if self.bn in ("eval", "train"):
-            for m in self.body.modules():
-                if isinstance(m, _BN):
-                    m.train(self.bn == "train")
+        for m in train_bns:
+            m.train()
         return self
 
     def __getstate__(self):
@@ -225,17 +391,6 @@ def set_drop_path(net, rate):
 def adabn(module, loader, device):
     """Re-estimate every BatchNorm's running statistics on the target data (AdaBN)."""
     recalibrate_bn(module, loader, device)
-
-
-def trained_bns(module):
-    """BatchNorm layers whose statistics training updates (after the freeze phase)."""
-    head_only = module.head_only
-    module.head_only = False
-    module.train()
-    found = [m for m in module.body.modules() if isinstance(m, _BN) and m.training]
-    module.head_only = head_only
-    module.eval()
-    return found
 
 
 def _at_least_two(batches):
@@ -492,14 +647,20 @@ def softmax(logits):
 class FineTuneNet(NeuralNetClassifier):
     """skorch net with discriminative LRs, L1, sample weights and autocast.
 
-    ``ft`` (a plain dict) carries what skorch has no parameter for: the names of
-    trainable body parameters, head / body learning rates, weight decay, the L1
-    strength, the autocast dtype and channels_last.
+    ``config`` (a :class:`TrainConfig`) carries what skorch has no parameter
+    for: the names of trainable body parameters, head / body learning rates,
+    weight decay, the L1 strength, the optimizer, the head-only epochs, the
+    autocast dtype and channels_last.
+
+    The optimizer is built here rather than through skorch's
+    ``optimizer__param_groups``: its groups follow a set of parameter names and
+    the tensors' rank (no decay on BatchNorm, bias, scale), which name patterns
+    cannot express.
     """
 
-    def __init__(self, *args, ft=None, **kwargs):
+    def __init__(self, *args, config=None, **kwargs):
         super().__init__(*args, **kwargs)
-        self.ft = ft
+        self.config = config
         # Set by the fit, cleared after it: the fit's own RNG stream for dropout
         # (None: no stochastic layer), and a hook run before each validation pass.
         self.rng_ = None
@@ -514,16 +675,16 @@ class FineTuneNet(NeuralNetClassifier):
 
     # ---- optimizer: only trainable tensors; no decay on BN, bias, scale
     def initialize_optimizer(self, triggered_directly=None):
-        ft = self.ft
-        trainable = ft["trainable"]
+        config = self.config
+        trainable = config.trainable
         groups = {}
         for name, p in self.module_.named_parameters():
             if name.startswith("body."):
                 if name[len("body.") :] not in trainable:
                     continue
-                lr, part = ft["backbone_lr"], "body"
+                lr, part = config.backbone_lr, "body"
             else:
-                lr, part = ft["lr"], "head"
+                lr, part = config.lr, "head"
             decay = p.ndim > 1
             key = (part, decay)
             if key not in groups:
@@ -531,14 +692,14 @@ class FineTuneNet(NeuralNetClassifier):
                     "params": [],
                     "lr": lr,
                     "base_lr": lr,
-                    "weight_decay": ft["weight_decay"] if decay else 0.0,
+                    "weight_decay": config.weight_decay if decay else 0.0,
                     "name": f"{part}{'' if decay else '_no_decay'}",
                 }
             groups[key]["params"].append(p)
-        if ft["optimizer"] == "sgd":
-            opt = torch.optim.SGD(list(groups.values()), lr=ft["lr"], momentum=0.9)
+        if config.optimizer == "sgd":
+            opt = torch.optim.SGD(list(groups.values()), lr=config.lr, momentum=0.9)
         else:
-            opt = torch.optim.AdamW(list(groups.values()), lr=ft["lr"])
+            opt = torch.optim.AdamW(list(groups.values()), lr=config.lr)
         self.optimizer_ = opt
         self.l1_params_ = [
             g for k, grp in groups.items() if k[1] for g in grp["params"]
@@ -549,14 +710,14 @@ class FineTuneNet(NeuralNetClassifier):
         y_true = to_tensor(y_true, device=self.device)
         weight = X.get("sample_weight") if isinstance(X, Mapping) else None
         loss = self.criterion_(y_pred, y_true, weight)
-        l1 = self.ft["l1"]
+        l1 = self.config.l1
         if training and l1:
             penalty = sum(p.abs().sum() for p in self.l1_params_ if p.requires_grad)
             loss = loss + l1 * penalty
         return loss
 
     def _autocast(self):
-        dtype = self.ft["autocast"]
+        dtype = self.config.autocast
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(torch.device(self.device).type, dtype=dtype)
@@ -564,19 +725,19 @@ class FineTuneNet(NeuralNetClassifier):
     def infer(self, x, **fit_params):
         x = to_tensor(x, device=self.device)
         img = x["x"] if isinstance(x, Mapping) else x
-        if self.ft["channels_last"]:
+        if self.config.channels_last:
             img = img.contiguous(memory_format=torch.channels_last)
         rng = self.rng_ if self.module_.training else None
         with self._autocast(), rng.active() if rng else contextlib.nullcontext():
             return self.module_(img).float()
 
     def train_step(self, batch, **fit_params):
-        if self.ft["l1"]:
+        l1 = self.config.l1
+        if l1:
             # Subgradient steps on |w| alone make weights oscillate around 0 and
             # never reach it. So a weight whose step crosses zero is clipped to
             # exactly 0 (truncated gradient, Tsuruoka et al. 2009), and a weight at
             # 0 stays there while |data gradient| <= l1 (0 is then optimal).
-            l1 = self.ft["l1"]
             params = [p for p in self.l1_params_ if p.requires_grad]
             signs = [torch.sign(p.detach()) for p in params]
             step = self._train_step(batch, **fit_params)
@@ -590,7 +751,7 @@ class FineTuneNet(NeuralNetClassifier):
         return self._train_step(batch, **fit_params)
 
     def _train_step(self, batch, **fit_params):
-        if self.ft["autocast"] is not torch.float16:
+        if self.config.autocast is not torch.float16:
             return super().train_step(batch, **fit_params)
         # fp16 needs loss scaling against gradient underflow
         scaler = self.__dict__.get("grad_scaler_")

@@ -95,8 +95,8 @@ class WeightTracker(Callback):
             if p.requires_grad or not self.trainable_only
         }
         # Body parameters frozen only for the first (head-only) epochs still count.
-        ft = getattr(net, "ft", None) or {}
-        self._names |= {f"body.{n}" for n in ft.get("trainable", ())}
+        config = getattr(net, "config", None)
+        self._names |= {f"body.{n}" for n in getattr(config, "trainable", ())}
         self._previous = {
             g: [p.detach().float().clone() for p in ps]
             for g, ps in self._tracked(net).items()
