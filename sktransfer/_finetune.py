@@ -727,6 +727,9 @@ class FineTunedClassifier(
             optimizer=self.optimizer,
             freeze_epochs=min(self.freeze_epochs, self.max_epochs),
         ).with_precision(training_autocast(self.precision, device), device)
+        if config.channels_last:
+            # before the activation cache: its prefix runs as the uncached fit's
+            module.to(memory_format=torch.channels_last)
         split = self._split(y, seed)
         data = self._prepare_data(
             module, images, y, weight, split, config, seed, rng, device
@@ -804,8 +807,6 @@ class FineTunedClassifier(
         statistics: the moving averages of a short fine-tune still mix in the
         old data's statistics.
         """
-        if config.channels_last:
-            module.to(memory_format=torch.channels_last)
         n_train = len(data.train)
         drop_last = n_train > self.batch_size and n_train % self.batch_size == 1
         steps = -(-n_train // self.batch_size) - drop_last

@@ -23,7 +23,7 @@ from torch import nn
 from ._activations import run_units
 from ._backbones import backbone_stages, sequential_units
 from ._heads import CosineHead, build_head  # noqa: F401 - re-exported
-from ._runtime import GLOBAL_RNG_LOCK
+from ._runtime import GLOBAL_RNG_LOCK, training_channels_last
 
 _BN = nn.modules.batchnorm._BatchNorm
 # Resized training images are kept in memory when they fit in this budget, so an
@@ -113,10 +113,11 @@ class TrainConfig:
     def with_precision(self, autocast, device):
         """A copy running in ``autocast`` on ``device``.
 
-        Channels-last goes with autocast on the CPU (the one rule, for fitting
-        and for loading a saved model on another device).
+        The memory format follows the device (the rule is
+        :func:`sktransfer._runtime.training_channels_last`, for fitting and for
+        loading a saved model on another device).
         """
-        channels_last = autocast is not None and torch.device(device).type == "cpu"
+        channels_last = training_channels_last(torch.device(device))
         return dataclasses.replace(self, autocast=autocast, channels_last=channels_last)
 
     def to_dict(self):
@@ -725,7 +726,8 @@ class FineTuneNet(NeuralNetClassifier):
     def infer(self, x, **fit_params):
         x = to_tensor(x, device=self.device)
         img = x["x"] if isinstance(x, Mapping) else x
-        if self.config.channels_last:
+        if self.config.channels_last and img.ndim == 4:
+            # (cached activations past the pooling are feature rows: no format)
             img = img.contiguous(memory_format=torch.channels_last)
         rng = self.rng_ if self.module_.training else None
         with self._autocast(), rng.active() if rng else contextlib.nullcontext():

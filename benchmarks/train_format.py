@@ -1,0 +1,118 @@
+"""Training step on the CPU: NCHW vs channels_last (fp32) vs bf16 autocast.
+
+Issue 13 item 5: a memory format or precision is used for training only where
+it is measured faster (and accuracy-neutral) on the CPU at hand. channels_last
+in fp32 is the same arithmetic up to summation order; bf16 is not, and is
+only worth an accuracy check where it is faster.
+
+What is timed: one forward + backward of a batch of 16 through the part a
+fine-tune trains -- EfficientNet-Lite0 from ``blocks.5`` on (``train_layers=4``
+on cached ``blocks.4`` activations at 224 px) and ResNet-18 from ``layer3`` on
+-- with a new 10-class head. Four interleaved rounds of 5 steps per variant;
+the best round of each is reported.
+
+Run: ``python benchmarks/train_format.py``; writes
+``benchmarks/results/train_format.txt``.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import torch  # noqa: E402
+import torchvision  # noqa: E402
+from finetune_cost import cpu_kind  # noqa: E402
+from torch import nn  # noqa: E402
+
+from sktransfer import load_backbone  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "train_format.txt"
+
+
+def step(module, x, autocast):
+    ctx = torch.autocast("cpu", dtype=torch.bfloat16) if autocast else None
+    if ctx is None:
+        module(x).float().sum().backward()
+    else:
+        with ctx:
+            out = module(x)
+        out.float().sum().backward()
+
+
+def bench(suffix, h):
+    suffix.train()
+    cl = copy.deepcopy(suffix).to(memory_format=torch.channels_last)
+    hcl = h.contiguous(memory_format=torch.channels_last)
+    variants = {
+        "NCHW fp32": (suffix, h, False),
+        "channels_last fp32": (cl, hcl, False),
+        "channels_last bf16": (cl, hcl, True),
+    }
+    times = {k: [] for k in variants}
+    for _ in range(4):
+        for name, (m, x, bf16) in variants.items():
+            step(m, x, bf16)
+            t = time.perf_counter()
+            for _ in range(5):
+                step(m, x, bf16)
+            times[name].append((time.perf_counter() - t) / 5 * 1000)
+    return {k: min(v) for k, v in times.items()}
+
+
+def main():
+    lines = []
+
+    def say(text=""):
+        print(text, flush=True)
+        lines.append(text)
+
+    say(f"CPU: {cpu_kind()}; torch threads {torch.get_num_threads()}")
+    say(f"load average at start: {os.getloadavg()}")
+    x = torch.randn(16, 3, 224, 224)
+    lite, _ = load_backbone("efficientnet_lite0", "imagenet")
+    lite.eval()
+    with torch.no_grad():
+        h = lite.bn1(lite.conv_stem(x))
+        for i in range(5):
+            h = lite.blocks[i](h)
+    pool = [nn.AdaptiveAvgPool2d(1), nn.Flatten()]
+    cases = {
+        "EfficientNet-Lite0 blocks.5 on": (
+            nn.Sequential(
+                lite.blocks[5],
+                lite.blocks[6],
+                lite.conv_head,
+                lite.bn2,
+                *pool,
+                nn.Linear(1280, 10),
+            ),
+            h,
+        ),
+    }
+    r18 = torchvision.models.resnet18().eval()
+    with torch.no_grad():
+        h = r18.layer2(r18.layer1(r18.maxpool(r18.relu(r18.bn1(r18.conv1(x))))))
+    cases["ResNet-18 layer3 on"] = (
+        nn.Sequential(r18.layer3, r18.layer4, *pool, nn.Linear(512, 10)),
+        h,
+    )
+    say(f"{'what':<32} {'variant':<20} {'ms/step':>8} {'vs NCHW':>8}")
+    for name, (suffix, h) in cases.items():
+        t = bench(suffix, h)
+        base = t["NCHW fp32"]
+        for variant, ms in t.items():
+            say(f"{name:<32} {variant:<20} {ms:>8.0f} {base / ms:>7.2f}x")
+    say(f"load average at end: {os.getloadavg()}")
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_text("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
