@@ -44,6 +44,7 @@ __all__ = [
     "CachedDataset",
     "FORWARDS",
     "activation_memory",
+    "cache_units",
     "plan_cut",
 ]
 
@@ -67,20 +68,46 @@ def run_units(units, x):
     return x
 
 
+def cache_units(body, trainable):
+    """The body's units, with the one holding the first trained layer opened.
+
+    :func:`~sktransfer._backbones.sequential_units` stops at stages
+    (``blocks.5``); when training starts inside a stage (``train_layers=
+    "blocks.5.1"``), that stage is replaced by its children, again and again
+    while it is an ``nn.Sequential``, so that the frozen blocks before the
+    first trained one belong to the cached prefix too.
+    """
+
+    def trains(name):
+        return any(t == name or t.startswith(name + ".") for t in trainable)
+
+    units = list(sequential_units(body))
+    while True:
+        i = next((i for i, (name, _) in enumerate(units) if trains(name)), None)
+        if i is None:
+            return units
+        name, unit = units[i]
+        children = list(unit.named_children())
+        if not isinstance(unit, nn.Sequential) or trains(f"{name}.{children[0][0]}"):
+            return units
+        units[i : i + 1] = [(f"{name}.{sub}", m) for sub, m in children]
+
+
 def plan_cut(body, trainable, bn, probe):
-    """Index of the first unit with a trained parameter, or ``(None, reason)``.
+    """Where the frozen prefix ends, or ``(None, reason)``.
 
     Returns
     -------
     cut : int or None
-        Units ``[0, cut)`` form the frozen prefix whose output can be cached;
-        ``cut == len(units)`` when nothing in the body trains.
+        Units ``[0, cut)`` of :func:`cache_units` form the frozen prefix whose
+        output can be cached; ``cut == len(units)`` when nothing in the body
+        trains.
     reason : str or None
         Why the prefix cannot be cached, when ``cut`` is None.
     """
     if bn == "train":
         return None, "bn='train' trains every BatchNorm, frozen parts included"
-    units = sequential_units(body)
+    units = cache_units(body, trainable)
     cut = len(units)
     for i, (name, _) in enumerate(units):
         if any(t == name or t.startswith(name + ".") for t in trainable):
@@ -242,6 +269,7 @@ class ActivationSet:
         disk=None,
     ):
         self.prefix = units[:cut]
+        self.suffix = units[cut:]
         self.dataset = dataset
         self.digests = digests
         self.transform = transform

@@ -744,3 +744,61 @@ def backbone_stages(net):
         else:
             stages.append((name, unit))
     return stages
+
+
+def last_resolution_blocks(net, probe):
+    """Name of the first block after the network's last downsampling, or None.
+
+    The default fine-tuning policy trains the blocks that run at the network's
+    final (lowest) resolution, past the block that brings the maps there:
+    ``blocks.5.1`` .. ``bn2`` for EfficientNet-Lite0 at 224 px (7 x 7 maps),
+    ``layer4.1`` for ResNet-18. Those blocks adapt the most task-specific
+    features where a training step is cheapest (few positions per image).
+    Stages of :func:`sequential_units` are opened into their blocks; the block
+    whose output maps are smaller than its input maps is a downsampling one.
+
+    Returns None when no parametrized block follows the last downsampling (or
+    the network never downsamples, like a ViT); the caller then falls back to a
+    count of stages.
+    """
+    blocks = []
+    for name, unit in sequential_units(net):
+        if isinstance(unit, (nn.Sequential, nn.ModuleList)) and len(unit):
+            blocks.extend((f"{name}.{sub}", m) for sub, m in unit.named_children())
+        else:
+            blocks.append((name, unit))
+    shapes = {}
+
+    def hook(name):
+        def record(module, args, out):
+            x = args[0] if args else None
+            if (
+                isinstance(x, torch.Tensor)
+                and isinstance(out, torch.Tensor)
+                and x.ndim == 4
+                and out.ndim == 4
+            ):
+                shapes[name] = (x.shape[-2:], out.shape[-2:])
+
+        return record
+
+    handles = [m.register_forward_hook(hook(name)) for name, m in blocks]
+    try:
+        with torch.no_grad():
+            net.eval()(probe)
+    finally:
+        for h in handles:
+            h.remove()
+    last = None
+    for i, (name, m) in enumerate(blocks):
+        if name not in shapes or not _has_params(m):
+            continue  # pooling layers and activations are not blocks
+        (h_in, w_in), (h_out, w_out) = shapes[name]
+        if (h_out, w_out) != (1, 1) and h_out * w_out < h_in * w_in:
+            last = i
+    if last is None:
+        return None
+    return next(
+        (name for name, m in blocks[last + 1 :] if _has_params(m)),
+        None,
+    )

@@ -25,9 +25,14 @@ from skorch.callbacks import LRScheduler
 from skorch.helper import predefined_split
 from torch import nn
 
-from ._activations import ActivationSet, CachedDataset, plan_cut
+from ._activations import ActivationSet, CachedDataset, cache_units, plan_cut
 from ._augment import make_augmentation
-from ._backbones import find_head, load_backbone, sequential_units, strip_head
+from ._backbones import (
+    find_head,
+    last_resolution_blocks,
+    load_backbone,
+    strip_head,
+)
 from ._base import _ImageEstimatorMixin
 from ._cache import CodeCache, image_digests, resolve_cache_dir, state_digest
 from ._doclink import DocLinkMixin
@@ -108,13 +113,14 @@ class FineTunedClassifier(
         (224 for ImageNet weights). Smaller is faster; any size works (the
         networks pool adaptively).
     train_layers : {"auto", "head", "all"}, int or str, default="auto"
-        What is trained besides the new head. ``"auto"``: the last 3 stages
-        (see "Default policy" below); ``"head"``: nothing (a linear
+        What is trained besides the new head. ``"auto"``: the blocks at the
+        network's final resolution after its last downsampling block (see
+        "Default policy" below); ``"head"``: nothing (a linear
         probe: the body is frozen); ``"all"``: everything; an int ``k``: the last
         ``k`` stages of the body (``conv_stem, bn1, blocks.0 .. blocks.6,
         conv_head, bn2`` for EfficientNets, ``layer1 .. layer4`` for ResNets);
-        a module name (``"blocks.5"``): that module and everything registered
-        after it.
+        a module name (``"blocks.5"``, ``"blocks.5.1"``): that module and
+        everything registered after it.
     bn : {"frozen", "eval", "train", "adabn"}, default="frozen"
         BatchNorm handling. ``"frozen"``: BatchNorm layers in frozen parts run in
         inference mode and their statistics never change (frozen means frozen);
@@ -124,10 +130,10 @@ class FineTunedClassifier(
         included (statistics and scale / shift: "BN-only" fine-tuning with
         ``train_layers="head"``). ``"adabn"``: re-estimate all statistics on the
         training images first (AdaBN, for a domain shift), then as ``"frozen"``.
-    lr : float, default=1e-3
+    lr : float, default=3e-3
         Learning rate of the head.
     backbone_lr : float or None, default=None
-        Learning rate of the trained body layers; ``None`` means ``lr / 10``
+        Learning rate of the trained body layers; ``None`` means ``lr / 3``
         (fine-tuning wants a smaller rate than training from scratch).
     optimizer : {"adamw", "sgd"}, default="adamw"
         AdamW (decoupled weight decay) or SGD with momentum 0.9.
@@ -136,9 +142,11 @@ class FineTunedClassifier(
     freeze_epochs : int, default=0
         Train only the head for this many epochs first, then what
         ``train_layers`` says (fastai's ``fine_tune``, "LP-FT").
-    max_epochs : int, default=10
+    max_epochs : int, default=8
         Epochs in all (``freeze_epochs`` included).
-    batch_size : int, default=32
+    batch_size : int, default=16
+        Small batches give small training sets more steps per epoch (measured
+        better at 20 images per class; see the user guide).
     weight_decay : float, default=1e-2
         L2 penalty (a Gaussian prior) on weight matrices and kernels, never on
         BatchNorm parameters or biases.
@@ -177,8 +185,9 @@ class FineTunedClassifier(
         part once, and each epoch trains on one of them per image, drawn anew.
         ``"auto"`` is 4. Without the cache, every epoch augments afresh and
         this is unused.
-    head : {"linear", "cosine"}, default="linear"
-        A linear layer, or a cosine-similarity head with a learnable scale.
+    head : {"cosine", "linear"}, default="cosine"
+        A cosine-similarity head with a learnable scale (logits depend on the
+        direction of the features only), or a linear layer.
     head_init : {"auto", "lp", "xavier", "normal", "zeros", "class_means"}, \
             default="auto"
         Initial head weights (biases start at 0). ``"lp"`` (LP-FT, Kumar et al.
@@ -300,11 +309,18 @@ class FineTunedClassifier(
     against the network's own forward.
 
     **Default policy** (``train_layers``, ``head_init``, ``augment``,
-    ``augment_views`` = ``"auto"``): LP-FT on the last 3 stages -- the exact
-    linear probe as the head's start, then the last 3 stages (for
-    EfficientNets ``blocks.6, conv_head, bn2``; for ResNets ``layer2 ..
-    layer4``) trained with flip + translate augmentation, 4 precomputed views
-    per image. ``policy_`` reports the values used.
+    ``augment_views`` = ``"auto"`` and the defaults ``head="cosine"``,
+    ``lr=3e-3``, ``backbone_lr=lr / 3``, ``batch_size=16``,
+    ``max_epochs=8``): a cosine head started from the class means (the
+    few-shot recipe's ``W = M``), trained together with the blocks at the
+    network's final resolution after its last downsampling block
+    (EfficientNet-Lite0 at 224 px: ``blocks.5.1`` .. ``bn2``, 7 x 7 maps;
+    ResNets: ``layer4.1`` on; a network that never downsamples, like a ViT:
+    the last 3 stages), with flip + translate augmentation, 4 precomputed
+    views per image. The rule does not depend on the number of images: the
+    cost of a fit grows linearly with it. ``policy_`` reports the values used.
+    For a linear head, ``head_init="auto"`` is LP-FT (the exact linear probe
+    as the head's start).
 
     Few images per class (benchmarks/fashion_lowdata.py, 20 per class): train
     the head first and only the last stages, start the head from the class
@@ -390,13 +406,13 @@ class FineTunedClassifier(
         input_size=None,
         train_layers="auto",
         bn="frozen",
-        lr=1e-3,
+        lr=3e-3,
         backbone_lr=None,
         optimizer="adamw",
         scheduler="cosine",
         freeze_epochs=0,
-        max_epochs=10,
-        batch_size=32,
+        max_epochs=8,
+        batch_size=16,
         weight_decay=1e-2,
         l1=0.0,
         dropout=0.0,
@@ -408,7 +424,7 @@ class FineTunedClassifier(
         monitor="valid_loss",
         augment="auto",
         augment_views="auto",
-        head="linear",
+        head="cosine",
         head_init="auto",
         class_weight=None,
         device="auto",
@@ -521,9 +537,8 @@ class FineTunedClassifier(
     def _resolve_policy(self, n_images):
         """The values of the ``"auto"`` parameters for ``n_images`` training images."""
         policy = {}
-        policy["train_layers"] = (
-            _AUTO_TRAIN_LAYERS if self.train_layers == "auto" else self.train_layers
-        )
+        # "auto" needs the network: resolved in _freeze
+        policy["train_layers"] = self.train_layers
         if self.head_init == "auto":
             policy["head_init"] = "lp" if self.head == "linear" else "class_means"
         else:
@@ -566,6 +581,13 @@ class FineTunedClassifier(
 
     def _freeze(self, module, drop_sites):
         """Set ``requires_grad`` per ``train_layers`` / ``bn``; the trained names."""
+        if self.train_layers == "auto":
+            p = self.preprocessing_
+            probe = torch.zeros(2, p.in_chans, *p.input_size)
+            start = last_resolution_blocks(module.body, probe)
+            self.policy_["train_layers"] = (
+                _AUTO_TRAIN_LAYERS if start is None else start
+            )
         trainable = resolve_trainable(module.body, self.policy_["train_layers"])
         if self.bn == "train":
             trainable |= {
@@ -656,7 +678,7 @@ class FineTunedClassifier(
                     f"epoch runs the whole network."
                 )
             return None
-        units = sequential_units(module.body)
+        units = cache_units(module.body, config.trainable)
         transform = make_augmentation(self.policy_["augment"], full.pre.p.input_size)
         views = self.policy_["augment_views"] if transform is not None else 0
         root = self._cache_dir()
@@ -721,7 +743,7 @@ class FineTunedClassifier(
         config = TrainConfig(
             trainable=frozenset(trainable),
             lr=self.lr,
-            backbone_lr=self.lr / 10 if self.backbone_lr is None else self.backbone_lr,
+            backbone_lr=self.lr / 3 if self.backbone_lr is None else self.backbone_lr,
             weight_decay=self.weight_decay,
             l1=self.l1,
             optimizer=self.optimizer,
@@ -765,7 +787,7 @@ class FineTunedClassifier(
             in_memory = full.cache is not None and self.num_workers == "auto"
             workers = 0 if in_memory else resolve_num_workers(self.num_workers, images)
         else:
-            module.cut = len(acts.prefix)
+            module.cut = acts.suffix
             train = CachedDataset(acts, train_idx, y, weight)
             valid = None if valid_idx is None else CachedDataset(acts, valid_idx, y)
             plain = train.clean()

@@ -21,7 +21,7 @@ from skorch.utils import to_tensor
 from torch import nn
 
 from ._activations import run_units
-from ._backbones import backbone_stages, sequential_units
+from ._backbones import backbone_stages
 from ._heads import CosineHead, build_head  # noqa: F401 - re-exported
 from ._runtime import GLOBAL_RNG_LOCK, training_channels_last
 
@@ -182,8 +182,9 @@ class FineTuneModule(nn.Module):
         self.head = head
         self.bn = bn
         self.phase = "body"
-        # When set, inputs are the cached outputs of the body's first ``cut``
-        # sequential units (the frozen prefix) and only the rest runs.
+        # When set (a list of (name, module) units), inputs are the cached
+        # outputs of the frozen prefix and only these units -- the rest of the
+        # body -- run.
         self.cut = None
         self._frozen_key = None
         self._frozen = []
@@ -192,7 +193,7 @@ class FineTuneModule(nn.Module):
         if self.cut is None:
             out = self.body(x)
         else:
-            out = run_units(sequential_units(self.body)[self.cut :], x)
+            out = run_units(self.cut, x)
         return out.flatten(1) if out.ndim > 2 else out
 
     def forward_images(self, x):

@@ -233,6 +233,7 @@ def test_lp_head_equals_logistic_regression_on_the_codes():
     clf = FineTunedClassifier(
         **TINY,
         train_layers="head",
+        head="linear",
         head_init="lp",
         augment=None,
         weight_decay=0.05,
@@ -262,18 +263,43 @@ def test_default_policy_is_reported(capsys):
     clf = FineTunedClassifier(**TINY, max_epochs=1, random_state=0, verbose=1)
     clf.fit(X, y)
     p = clf.policy_
-    assert p["train_layers"] == 3
-    assert p["head_init"] == "lp"
+    # the tiny net at 32 px reaches its last map size (2 x 2) in blocks.3.0
+    assert p["train_layers"] == "blocks.4.0"
+    assert p["head_init"] == "class_means"  # the default cosine head
     assert p["augment"] == ("flip", "translate")
     assert p["augment_views"] == 4
-    assert p["cache"].startswith("after blocks.")
+    # the cache cuts right before the first trained block
+    assert p["cache"].startswith("after blocks.3 ")
     assert "policy:" in capsys.readouterr().out
+    trained = [
+        n for n, q in clf.net_.module_.body.named_parameters() if q.requires_grad
+    ]
+    assert trained[0].startswith("blocks.4.0.")
     explicit = FineTunedClassifier(
-        **TINY, train_layers="head", augment=None, head="cosine", max_epochs=1
+        **TINY, train_layers="head", augment=None, head="linear", max_epochs=1
     ).fit(X, y)
     assert explicit.policy_["train_layers"] == "head"
     assert explicit.policy_["augment"] is None
-    assert explicit.policy_["head_init"] == "class_means"
+    assert explicit.policy_["head_init"] == "lp"
+
+
+@pytest.mark.parametrize(
+    "model, size, start",
+    [
+        ("efficientnet_lite0", 224, "blocks.5.1"),  # 14 -> 7 in blocks.5.0
+        ("efficientnet_lite0", 96, "blocks.5.1"),
+        ("resnet18", 224, "layer4.1"),
+        ("timm/test_efficientnet", 224, "conv_head"),
+        ("timm/vit_tiny_patch16_224", 224, None),  # never downsamples
+    ],
+)
+def test_auto_train_layers_start_after_the_last_downsampling(model, size, start):
+    from sktransfer import load_backbone
+    from sktransfer._backbones import last_resolution_blocks, strip_head
+
+    net, _ = load_backbone(model, None)
+    strip_head(net)
+    assert last_resolution_blocks(net, torch.zeros(2, 3, size, size)) == start
 
 
 # ------------------------------------------------------------ early stopping

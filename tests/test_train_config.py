@@ -127,7 +127,7 @@ def test_fit_builds_one_train_config(data):
     config = clf.net_.config
     assert isinstance(config, TrainConfig)
     assert not hasattr(clf.net_, "ft")
-    assert config.lr == 0.02 and config.backbone_lr == pytest.approx(0.002)
+    assert config.lr == 0.02 and config.backbone_lr == pytest.approx(0.02 / 3)
     assert config.freeze_epochs == 2  # capped at max_epochs
     assert config.l1 == 1e-4 and config.optimizer == "adamw"
     body = clf.net_.module_.body
@@ -283,6 +283,7 @@ def test_early_stopping_restores_the_best_epoch(data, monitor):
     clf = FineTunedClassifier(
         **{**FT_TINY, "max_epochs": 5},
         train_layers="all",
+        head="linear",
         lr=0.2,
         early_stopping=True,
         validation_fraction=0.25,
