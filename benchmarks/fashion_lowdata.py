@@ -6,9 +6,12 @@ official test set, the same for every seed). Contenders:
 
 - pixel LogisticRegression on the raw 28x28 pixels;
 - EfficientNet-Lite0 ImageNet codes at 224 px + LogisticRegression;
-- ``FineTunedClassifier(input_size=224)`` with its defaults (LP-FT on the last
-  3 stages with 4 cached augmented views; ``--recipe`` uses the recipe below
+- ``FineTunedClassifier(input_size=224)`` with its defaults (the blocks after
+  the last downsampling, ``blocks.5.1`` .. ``bn2``, with a cosine head from the
+  class means and 4 cached augmented views; ``--recipe`` uses the recipe below
   instead).
+
+The output of the last run is ``benchmarks/results/fashion_lowdata.txt``.
 
 Uses the full data from Debian's ``dataset-fashion-mnist`` package when installed,
 otherwise the 2,000-image sample bundled with sktransfer (100 images per class:
