@@ -11,6 +11,7 @@ from pathlib import Path
 import joblib
 import numpy as np
 import pytest
+import torch
 from conftest import TINY, TinyNet
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
@@ -121,7 +122,10 @@ def test_load_in_a_new_process(data, tmp_path):
         f"""
         import sys
         import numpy as np
+        import torch
         import sktransfer
+        # float sums depend on the thread count: the same as this process's
+        torch.set_num_threads({torch.get_num_threads()})
         X = np.load({str(tmp_path / "X.npy")!r})
         for name in ("pipe", "ft"):
             model = sktransfer.load({str(tmp_path)!r} + f"/{{name}}.skt")
