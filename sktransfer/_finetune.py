@@ -197,7 +197,8 @@ class FineTunedClassifier(
         ``weight_decay / 2 * ||W||**2`` (bias unpenalized; sklearn's
         ``LogisticRegression(C=1 / (weight_decay * n_train))``; label smoothing
         is not part of it); fine-tuning then starts from that head. Linear
-        heads only. ``"normal"`` uses std 0.01; ``"class_means"`` sets each
+        heads only. ``"normal"`` uses std 0.01; ``"zeros"`` is for linear
+        heads only (a cosine head scores directions); ``"class_means"`` sets each
         class's row to the normalized mean of its training images' features
         (the few-shot recipe's ``W = M, b = 0``). ``"auto"``: ``"lp"`` for a
         linear head, ``"class_means"`` for a cosine head.
@@ -553,6 +554,12 @@ class FineTunedClassifier(
                 f"head_init='lp' fits a linear head exactly (logistic regression), "
                 f"but head={self.head!r}. Use head='linear', or "
                 f"head_init='class_means' for a cosine head."
+            )
+        if policy["head_init"] == "zeros" and self.head == "cosine":
+            raise ValueError(
+                "head_init='zeros' gives a cosine head rows without a direction "
+                "(it scores directions only, so every class would tie). Use "
+                "head_init='class_means', 'xavier' or 'normal', or head='linear'."
             )
         return policy
 

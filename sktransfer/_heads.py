@@ -129,7 +129,10 @@ def build_head(kind, init, n_features, n_classes, generator=None):
     applied later, from features (xavier until then).
     """
     if kind == "cosine":
-        return CosineHead(n_features, n_classes, generator=generator)
+        head = CosineHead(n_features, n_classes, generator=generator)
+        if init == "normal":
+            nn.init.normal_(head.weight, std=0.01, generator=generator)
+        return head
     # nn.Linear's constructor draws a default init from torch's global RNG: in a
     # fit running beside another in a thread, that draw would come out of the
     # other fit's owned stream (see _training.OwnedRNG) and change its dropout

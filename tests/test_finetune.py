@@ -462,6 +462,18 @@ def test_translate_is_torchvisions_affine_shift_bit_for_bit():
     assert not torch.equal(got, x)  # it does shift
 
 
+def test_cosine_head_inits(data):
+    """A cosine head honours head_init="normal"; "zeros" has no direction."""
+    X, y = data
+    snap = Snapshot()
+    FineTunedClassifier(
+        **FT_TINY, head_init="normal", train_layers="head", callbacks=[snap]
+    ).fit(X, y)
+    assert snap.states[0]["head.weight"].std() == pytest.approx(0.01, rel=0.1)
+    with pytest.raises(ValueError, match="head_init='zeros'.*cosine"):
+        FineTunedClassifier(**FT_TINY, head_init="zeros").fit(X, y)
+
+
 def test_head_init_options(data):
     X, y = data
     inits = {}

@@ -169,6 +169,9 @@ for l1 in (0.0, L1):
         model="efficientnet_lite0",
         input_size=64,
         train_layers="head",
+        head="linear",  # L1 acts on the weights a linear head scores with
+        lr=1e-3,
+        batch_size=32,
         l1=l1,
         max_epochs=10,
         precision="fp32",  # a technique, not a speed test: the same on every CPU
