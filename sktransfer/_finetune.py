@@ -79,7 +79,9 @@ class _FitData(NamedTuple):
 # worth it from a few hundred images on (then kept for every later call).
 _ENGINE_MIN_IMAGES = 256
 # The default policy (train_layers / augment / augment_views = "auto"); see the
-# class docstring and docs/user_guide/fine_tuning.rst.
+# class docstring and docs/user_guide/fine_tuning.rst. train_layers="auto" is
+# the blocks after the last downsampling (_backbones.last_resolution_blocks);
+# this many last stages when the network never downsamples.
 _AUTO_TRAIN_LAYERS = 3
 _AUTO_AUGMENT = ("flip", "translate")
 _AUTO_VIEWS = 4
