@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _bench import cpu_kind  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
@@ -67,17 +68,6 @@ def load_data():
         [rng.choice(np.flatnonzero(y_tr == c), 100, replace=False) for c in range(10)]
     )
     return X_tr[pool], y_tr[pool], X_te[:1000], y_te[:1000], source
-
-
-def cpu_name():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def head():
@@ -136,7 +126,7 @@ def main():
             times[m].append((time.perf_counter() - ts) / len(batch))
 
     lines = [
-        f"# backbone_size  ({cpu_name()}, {platform.machine()}, torch "
+        f"# backbone_size  ({cpu_kind()}, {platform.machine()}, torch "
         f"{torch.__version__}, threads={args.threads}, fast bf16 CPU: "
         f"{cpu_has_fast_bf16()}, load average {load_before:.1f} at start / "
         f"{os.getloadavg()[0]:.1f} at end on {os.cpu_count()} cores)",

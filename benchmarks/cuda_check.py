@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _bench import Log  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "cuda_check.txt"
 
@@ -43,11 +44,8 @@ def main():
     from sktransfer import _extractor as extractor_mod
     from sktransfer.datasets import load_fashion_mnist_sample
 
-    lines, failures = [], []
-
-    def say(msg=""):
-        print(msg, flush=True)
-        lines.append(msg)
+    log, failures = Log(), []
+    say = log.say
 
     def check(ok, what):
         say(f"  [{'ok' if ok else 'FAIL'}] {what}")
@@ -144,8 +142,7 @@ def main():
         engine_cls.__call__ = real_call
 
     say(f"# {time.perf_counter() - start:.0f} s; {len(failures)} failure(s)")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines) + "\n")
+    log.save(RESULTS.name)
     print(f"written to {os.path.relpath(RESULTS)}")
     return 1 if failures else 0
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import argparse
 import copy
 import os
-import platform
 import statistics
 import sys
 import time
@@ -43,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from _bench import Log, cpu_kind  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
 from sklearn.preprocessing import StandardScaler  # noqa: E402
@@ -54,22 +54,6 @@ from sktransfer._runtime import cpu_has_fast_bf16, engine_cache_dir  # noqa: E40
 from sktransfer.datasets import load_fashion_mnist_sample  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "extract_throughput.txt"
-
-
-def cpu_kind():
-    """The CPU's model name and its bf16 instructions, from /proc/cpuinfo."""
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name") and name in ("", "x86_64"):
-                    name = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    bf16 = sorted(flags & {"avx512_bf16", "amx_bf16"}) or ["no avx512_bf16 / AMX"]
-    return f"{name}, {', '.join(bf16)}"
 
 
 def images_224(n, seed=0):
@@ -98,11 +82,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     torch.manual_seed(0)
-    lines = []
-
-    def say(msg=""):
-        print(msg, flush=True)
-        lines.append(msg)
+    log = Log()
+    say = log.say
 
     say(
         f"# extract_throughput  (CPU: {cpu_kind()}; torch {torch.__version__}, "
@@ -231,8 +212,7 @@ def main(argv=None):
     diff = (accs["bf16"] - accs["fp32 eager"]) * 100
     say(f"  accuracy bf16 - fp32 eager : {diff:+.2f} points")
     say(f"# load average {os.getloadavg()[0]:.1f} at the end")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines) + "\n")
+    log.save(RESULTS.name)
     print(f"written to {os.path.relpath(RESULTS)}")
 
 

@@ -47,7 +47,8 @@ AdaBN on 200 images). Cost per seed at 224 px: ~150 s of CPU for the fit (10
 epochs, ~15 s each) + ~20 s for predicting 1,000 images: well inside 10
 CPU-minutes.
 
-Run: ``python benchmarks/fashion_lowdata.py [--seeds 0 1 2] [--threads 1]``.
+Run: ``python benchmarks/fashion_lowdata.py [--seeds 0 1 2] [--threads 1] | tee
+benchmarks/results/fashion_lowdata.txt``.
 """
 
 from __future__ import annotations
@@ -59,6 +60,7 @@ import time
 
 import numpy as np
 import torch
+from _bench import cpu_kind
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -127,7 +129,7 @@ def main():
         torch.set_num_threads(args.threads)
     Xtr, ytr, Xte, yte, source = load_data()
     print(
-        f"data: {source}; {len(Xte)} test images; torch threads "
+        f"CPU: {cpu_kind()}; data: {source}; {len(Xte)} test images; torch threads "
         f"{torch.get_num_threads()}; load average {os.getloadavg()}"
     )
     params = RECIPE if args.recipe else {"input_size": 224}

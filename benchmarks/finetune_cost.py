@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -48,31 +46,10 @@ from sktransfer._runtime import clear_caches  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "finetune_cost.txt"
 
-# The low-data recipe of benchmarks/fashion_lowdata.py (issue 13's "careful
-# recipe"), unchanged: with the activation cache it trains blocks.5 onwards on
-# cached blocks.4 outputs.
 # The low-data recipe of the fine-tuning guide: one definition, in fashion_lowdata.
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _bench import Log, cpu_kind  # noqa: E402
 from fashion_lowdata import RECIPE  # noqa: E402
-
-
-def cpu_kind():
-    try:
-        flags = subprocess.run(
-            ["lscpu"], capture_output=True, text=True, check=False
-        ).stdout
-    except OSError:
-        flags = ""
-    kind = sorted({f for f in ("avx512_bf16", "amx_bf16") if f in flags})
-    model = next(
-        (
-            ln.split(":", 1)[1].strip()
-            for ln in flags.splitlines()
-            if "Model name" in ln
-        ),
-        platform.processor(),
-    )
-    return f"{model}; bf16 flags: {', '.join(kind) or 'none'}"
 
 
 def load():
@@ -96,11 +73,8 @@ def main():
     if args.threads:
         torch.set_num_threads(args.threads)
     X, y, Xte, yte = load()
-    lines = []
-
-    def say(text=""):
-        print(text, flush=True)
-        lines.append(text)
+    log = Log()
+    say = log.say
 
     say(f"CPU: {cpu_kind()}; torch threads {torch.get_num_threads()}")
     say(f"load average at start: {os.getloadavg()}")
@@ -176,8 +150,7 @@ def main():
         say(
             f"{name:<46} {acc:>8.3f} {seconds / unit:>7.1f} {seconds / recipe_s:>11.2f}"
         )
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text("\n".join(lines) + "\n")
+    log.save(RESULTS.name)
 
 
 if __name__ == "__main__":

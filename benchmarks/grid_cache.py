@@ -37,6 +37,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _bench import Log  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 from sklearn.model_selection import GridSearchCV, StratifiedKFold  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
@@ -63,11 +64,8 @@ def main(argv=None):
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     X, y = load_fashion_mnist_sample(subset="all", return_X_y=True)
-    lines = []
-
-    def say(msg):
-        print(msg, flush=True)
-        lines.append(msg)
+    log = Log()
+    say = log.say
 
     # count images that really go through the network
     counter = {"n": 0}
@@ -162,7 +160,7 @@ def main(argv=None):
     best = g_cached.best_params_["svc__C"]
     say(f"  best C {best}, cv accuracy {g_cached.best_score_:.3f}")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("\n".join(lines) + "\n")
+    log.save(RESULTS.name)
     print(f"written to {os.path.relpath(RESULTS)}")
 
 

@@ -29,7 +29,6 @@ import argparse
 import copy
 import json
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -42,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _bench import cpu_kind  # noqa: E402
 from PIL import Image  # noqa: E402
 from sklearn.base import clone  # noqa: E402
 
@@ -51,12 +51,6 @@ from sktransfer._images import (  # noqa: E402
     check_images,
     resolve_num_workers,
 )
-
-
-def cpu_kind():
-    flags = Path("/proc/cpuinfo").read_text() if os.path.exists("/proc/cpuinfo") else ""
-    kind = sorted({f for f in ("avx512_bf16", "amx_bf16") if f in flags})
-    return f"{platform.machine()}; bf16 flags: {kind or 'none'}"
 
 
 def make_photos(root, n, size=(2400, 1800)):

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
+from _bench import cpu_kind  # noqa: E402
 from PIL import Image  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
@@ -34,12 +34,6 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from sktransfer import CNNFeatureExtractor  # noqa: E402
 from sktransfer.datasets import load_fashion_mnist_sample  # noqa: E402
-
-
-def cpu_kind():
-    flags = Path("/proc/cpuinfo").read_text() if os.path.exists("/proc/cpuinfo") else ""
-    kind = sorted({f for f in ("avx512_bf16", "amx_bf16") if f in flags})
-    return f"{platform.processor() or platform.machine()}; bf16 flags: {kind or 'none'}"
 
 
 def photo_task(root, n_per_class=60, seed=0):

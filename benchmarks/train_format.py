@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
 import torchvision  # noqa: E402
-from finetune_cost import cpu_kind  # noqa: E402
+from _bench import Log, cpu_kind  # noqa: E402
 from torch import nn  # noqa: E402
 
 from sktransfer import load_backbone  # noqa: E402
@@ -67,11 +67,8 @@ def bench(suffix, h):
 
 
 def main():
-    lines = []
-
-    def say(text=""):
-        print(text, flush=True)
-        lines.append(text)
+    log = Log()
+    say = log.say
 
     say(f"CPU: {cpu_kind()}; torch threads {torch.get_num_threads()}")
     say(f"load average at start: {os.getloadavg()}")
@@ -110,8 +107,7 @@ def main():
         for variant, ms in t.items():
             say(f"{name:<32} {variant:<20} {ms:>8.0f} {base / ms:>7.2f}x")
     say(f"load average at end: {os.getloadavg()}")
-    RESULTS.parent.mkdir(exist_ok=True)
-    RESULTS.write_text("\n".join(lines) + "\n")
+    log.save(RESULTS.name)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,11 @@ def run_units(units, x):
     return x
 
 
+def _holds_trained(name, trainable):
+    """Whether module ``name`` is, or contains, a trained parameter."""
+    return any(t == name or t.startswith(name + ".") for t in trainable)
+
+
 def cache_units(body, trainable):
     """The body's units, with the one holding the first trained layer opened.
 
@@ -77,18 +82,19 @@ def cache_units(body, trainable):
     while it is an ``nn.Sequential``, so that the frozen blocks before the
     first trained one belong to the cached prefix too.
     """
-
-    def trains(name):
-        return any(t == name or t.startswith(name + ".") for t in trainable)
-
     units = list(sequential_units(body))
     while True:
-        i = next((i for i, (name, _) in enumerate(units) if trains(name)), None)
+        i = next(
+            (i for i, (name, _) in enumerate(units) if _holds_trained(name, trainable)),
+            None,
+        )
         if i is None:
             return units
         name, unit = units[i]
         children = list(unit.named_children())
-        if not isinstance(unit, nn.Sequential) or trains(f"{name}.{children[0][0]}"):
+        if not isinstance(unit, nn.Sequential) or _holds_trained(
+            f"{name}.{children[0][0]}", trainable
+        ):
             return units
         units[i : i + 1] = [(f"{name}.{sub}", m) for sub, m in children]
 
@@ -108,11 +114,10 @@ def plan_cut(body, trainable, bn, probe):
     if bn == "train":
         return None, "bn='train' trains every BatchNorm, frozen parts included"
     units = cache_units(body, trainable)
-    cut = len(units)
-    for i, (name, _) in enumerate(units):
-        if any(t == name or t.startswith(name + ".") for t in trainable):
-            cut = i
-            break
+    cut = next(
+        (i for i, (name, _) in enumerate(units) if _holds_trained(name, trainable)),
+        len(units),
+    )
     if cut == 0:
         return None, "the first layer trains, so nothing before it is frozen"
     if cut < len(units) and getattr(body, "drop_rate", 0):
