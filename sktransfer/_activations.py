@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ._backbones import sequential_units
-from ._runtime import GLOBAL_RNG_LOCK, process_cache
+from ._runtime import process_cache, seeded_global_rng
 
 __all__ = [
     "ACTIVATION_RAM_BYTES",
@@ -224,8 +224,7 @@ def _prefix_engine(prefix, probe, spec):
 
 def _augment(x, transform, seed):
     """``transform(x)`` with the global RNG seeded for this image and view alone."""
-    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_global_rng(seed):
         return transform(x)
 
 

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ._images import RESIZE_MODES
-from ._runtime import GLOBAL_RNG_LOCK, process_cache
+from ._runtime import process_cache, seeded_global_rng
 
 __all__ = [
     "Preprocessing",
@@ -534,8 +534,7 @@ def _seeded_build(model, weights, seed):
     caller's RNG where it was, so a seeded fit that loads the weights for the
     first time draws the same numbers as one served from the cache.
     """
-    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded_global_rng(seed):
         return _build(model, weights)
 
 

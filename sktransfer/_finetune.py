@@ -41,7 +41,12 @@ from ._fit_callbacks import BestWeights, DrawViews, NaNGuard, PhaseSwitch, lr_sc
 from ._heads import build_head, class_means, fit_linear_probe
 from ._images import Preprocessor, iter_batches, resolve_num_workers
 from ._labels import check_no_missing_labels, check_sample_weight
-from ._runtime import resolve_device, resolve_engine, training_autocast
+from ._runtime import (
+    keep_freed_memory,
+    resolve_device,
+    resolve_engine,
+    training_autocast,
+)
 from ._training import (
     FineTuneModule,
     FineTuneNet,
@@ -743,6 +748,8 @@ class FineTunedClassifier(
     def _fit(self, images, y, weight, seed, device):
         """The phases of ``fit``: module, data, head, training, fitted state."""
         self.policy_ = self._resolve_policy(len(images))
+        if device.type == "cpu":
+            keep_freed_memory()  # autograd's buffers, reused instead of re-faulted
         rng = OwnedRNG(seed, device)
         gen = torch.Generator().manual_seed(seed)
         module, prep, drop_sites = self._build_module(len(self.classes_), gen)

@@ -16,6 +16,10 @@ One owner for the runtime policy that both image estimators (and the CLI) share:
   warning). It is a module of its own because it is the heavy half (ONNX
   export, ONNX Runtime sessions) while this module stays a cheap import for
   everything else; it imports this one, never the reverse;
+* :func:`keep_freed_memory` tunes glibc's malloc for training on the CPU (once
+  per process; ``SKTRANSFER_MALLOC=system`` leaves it alone);
+* :func:`seeded_global_rng`: torch's global CPU RNG seeded for one block and
+  restored after it;
 * :func:`process_cache` / :func:`clear_caches`: the process-wide caches (loaded
   networks, inference engines, ONNX Runtime sessions, weight digests, cache
   indexes) are registered here, and one call empties them all.
@@ -39,10 +43,12 @@ __all__ = [
     "cpu_has_fast_bf16",
     "engine_cache_dir",
     "force_cpu_bf16",
+    "keep_freed_memory",
     "process_cache",
     "resolve_device",
     "resolve_engine",
     "resolve_precision",
+    "seeded_global_rng",
     "training_autocast",
 ]
 
@@ -184,11 +190,88 @@ def training_channels_last(device):
     return device.type == "cpu"
 
 
+# ------------------------------------------------------------------- allocator
+_ENV_MALLOC = "SKTRANSFER_MALLOC"
+# glibc mallopt parameters and the values set by keep_freed_memory
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+MALLOC_SETTINGS = (
+    (_M_MMAP_THRESHOLD, 256 << 20),
+    (_M_TRIM_THRESHOLD, 512 << 20),
+    (_M_TOP_PAD, 64 << 20),
+)
+_MALLOC_LOCK = threading.Lock()
+_MALLOC_STATE = {"done": False, "tuned": False}
+
+
+def _glibc_mallopt():
+    """glibc's ``mallopt`` through ctypes, or None (another libc, another OS)."""
+    import ctypes
+    import platform
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return None
+
+
+def keep_freed_memory():
+    """Make glibc's malloc keep the buffers a CPU training step frees; once.
+
+    Autograd frees every activation and gradient buffer of a step and allocates
+    them again in the next. With glibc's defaults, buffers of a few MB are
+    ``mmap``-ed and unmapped (or trimmed off the heap) each time, so every step
+    faults all their pages in again: a fine-tuning step of EfficientNet-Lite0's
+    last stages spent about a fifth of its time there (see the performance
+    guide). This sets, process-wide and once, ``M_MMAP_THRESHOLD`` = 256 MiB,
+    ``M_TRIM_THRESHOLD`` = 512 MiB and ``M_TOP_PAD`` = 64 MiB: buffers are
+    reused from the heap, at the price of keeping up to about half a GiB of
+    freed memory in the process (what jemalloc / tcmalloc setups for PyTorch
+    training do too). ``SKTRANSFER_MALLOC=system`` in the environment leaves
+    the allocator alone. Without glibc (macOS, Windows, musl) nothing happens.
+
+    Returns
+    -------
+    tuned : bool
+        Whether the settings are in effect (from this call or an earlier one).
+    """
+    with _MALLOC_LOCK:
+        if _MALLOC_STATE["done"]:
+            return _MALLOC_STATE["tuned"]
+        _MALLOC_STATE["done"] = True
+        if os.environ.get(_ENV_MALLOC, "").strip().lower() == "system":
+            return False
+        mallopt = _glibc_mallopt()
+        if mallopt is None:
+            return False
+        _MALLOC_STATE["tuned"] = all(
+            mallopt(param, value) == 1 for param, value in MALLOC_SETTINGS
+        )
+        return _MALLOC_STATE["tuned"]
+
+
 # ------------------------------------------------------------------ global RNG
 #: Held by every section that reads or reseeds torch's global (CPU) RNG on
 #: behalf of one computation (a seeded network build, a fit's dropout), so that
 #: concurrent fits in threads each get their own reproducible stream.
 GLOBAL_RNG_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def seeded_global_rng(seed):
+    """Torch's global CPU RNG seeded with ``seed`` inside the block, restored after.
+
+    For code that can only draw from the global RNG (torchvision transforms, a
+    network's random init). Only the CPU generator is seeded and restored:
+    ``torch.manual_seed`` would also queue seeds for every accelerator backend
+    (CUDA, XPU, MTIA), which costs a formatted stack trace each (about a
+    millisecond: it dominated per-image augmentation) and would leave those
+    generators reseeded after the block.
+    """
+    with GLOBAL_RNG_LOCK, torch.random.fork_rng(devices=[]):
+        torch.default_generator.manual_seed(int(seed))
+        yield
 
 
 # --------------------------------------------------------------- library versions

@@ -15,13 +15,16 @@ import torch
 from conftest import TINY
 
 from sktransfer import CNNFeatureExtractor, FineTunedClassifier
+from sktransfer import _runtime
 from sktransfer._runtime import (
+    MALLOC_SETTINGS,
     clear_caches,
     cpu_has_fast_bf16,
     force_cpu_bf16,
     process_cache,
     resolve_device,
     resolve_precision,
+    seeded_global_rng,
     training_autocast,
 )
 
@@ -144,3 +147,58 @@ def test_clear_caches_empties_every_registered_cache(images):
     clear_caches()
     assert cache == {} and not _engine._SHARED and not _engine._SESSIONS
     assert process_cache("test-runtime-probe") is cache  # same object, emptied
+
+
+@pytest.fixture
+def fresh_malloc_state(monkeypatch):
+    """keep_freed_memory as if never called, with a recording mallopt."""
+    calls = []
+
+    def mallopt(param, value):
+        calls.append((param, value))
+        return 1
+
+    monkeypatch.setattr(_runtime, "_MALLOC_STATE", {"done": False, "tuned": False})
+    monkeypatch.setattr(_runtime, "_glibc_mallopt", lambda: mallopt)
+    return calls
+
+
+def test_keep_freed_memory_sets_mallopt_once(fresh_malloc_state, monkeypatch):
+    monkeypatch.delenv("SKTRANSFER_MALLOC", raising=False)
+    assert _runtime.keep_freed_memory() is True
+    assert fresh_malloc_state == list(MALLOC_SETTINGS)
+    assert _runtime.keep_freed_memory() is True  # once per process
+    assert len(fresh_malloc_state) == len(MALLOC_SETTINGS)
+
+
+def test_keep_freed_memory_respects_the_opt_out(fresh_malloc_state, monkeypatch):
+    monkeypatch.setenv("SKTRANSFER_MALLOC", "system")
+    assert _runtime.keep_freed_memory() is False
+    assert fresh_malloc_state == []
+
+
+def test_keep_freed_memory_without_glibc_does_nothing(monkeypatch):
+    monkeypatch.setattr(_runtime, "_MALLOC_STATE", {"done": False, "tuned": False})
+    monkeypatch.setattr(_runtime, "_glibc_mallopt", lambda: None)
+    monkeypatch.delenv("SKTRANSFER_MALLOC", raising=False)
+    assert _runtime.keep_freed_memory() is False
+
+
+def test_real_mallopt_accepts_the_settings_where_glibc_is():
+    mallopt = _runtime._glibc_mallopt()
+    if mallopt is None:
+        pytest.skip("not glibc")
+    assert all(mallopt(param, value) == 1 for param, value in MALLOC_SETTINGS)
+
+
+def test_seeded_global_rng_draws_as_manual_seed_and_restores_the_stream():
+    torch.manual_seed(123)
+    expected_after = torch.rand(3)
+    torch.manual_seed(7)
+    reference = torch.rand(4)
+
+    torch.manual_seed(123)
+    with seeded_global_rng(7):
+        drawn = torch.rand(4)
+    assert torch.equal(drawn, reference)
+    assert torch.equal(torch.rand(3), expected_after)  # caller's stream untouched
