@@ -16,6 +16,16 @@ Stores
     directory. ``cache=<directory>`` also writes them there (one
     :class:`~sktransfer._cache.CodeCache` per spec), for other processes.
 
+Checkpoint
+    Cuts past the network's last downsampling block (the default policy's, a
+    few trained stages, a frozen body) derive from one shared store at that
+    block's input (:func:`checkpoint_index`): a set at such a cut fills the
+    checkpoint's rows first, then runs only the low-resolution units in
+    between. So the candidates of a grid over ``train_layers`` (and the CV
+    folds of each) run the expensive high-resolution prefix once per image and
+    view. The checkpoint is skipped when its rows would not fit in the RAM
+    budget.
+
 Views
     View 0 is the un-augmented image. With augmentation, views ``1..K`` are K
     augmented copies, each drawn from a seed derived from the image digest, the
@@ -45,6 +55,7 @@ __all__ = [
     "FORWARDS",
     "activation_memory",
     "cache_units",
+    "checkpoint_index",
     "plan_cut",
 ]
 
@@ -99,6 +110,29 @@ def cache_units(body, trainable):
         units[i : i + 1] = [(f"{name}.{sub}", m) for sub, m in children]
 
 
+def checkpoint_index(units, block):
+    """Index of the unit whose input is ``block``'s input, or None.
+
+    ``block`` names a module of the body (``"blocks.5.0"``); the unit is
+    ``block`` itself or the stage that starts with it. A block inside a stage
+    that does not start with it has no unit boundary at its input: None.
+    """
+    if block is None:
+        return None
+    for i, (name, unit) in enumerate(units):
+        if name == block:
+            return i
+        if block.startswith(name + "."):
+            first = name
+            while isinstance(unit, nn.Sequential) and len(unit):
+                sub, unit = next(iter(unit.named_children()))
+                first = f"{first}.{sub}"
+                if first == block:
+                    return i
+            return None
+    return None
+
+
 def plan_cut(body, trainable, bn, probe):
     """Where the frozen prefix ends, or ``(None, reason)``.
 
@@ -149,7 +183,7 @@ class _Store:
         self.index = {}
         self.slabs = []  # (array, file or None)
         self.lock = threading.Lock()
-        self.engine = None  # the exported prefix, built once per store
+        self.engines = {}  # first unit run -> its exported units, built once
 
     def ram_bytes(self):
         return sum(a.nbytes for a, f in self.slabs if f is None)
@@ -172,6 +206,13 @@ def _new_slab(rows, width):
         return np.empty((rows, width), np.float32), None
     f = tempfile.TemporaryFile(prefix="sktransfer-act-")  # deleted on close
     return np.memmap(f, np.float32, mode="w+", shape=(rows, width)), f
+
+
+def _checkpoint_fits(spec, nbytes):
+    """Whether a checkpoint store may be used: it exists, or ``nbytes`` fit in RAM."""
+    with _STORES_LOCK:
+        exists = spec in _STORES
+    return exists or activation_memory()[0] + nbytes <= ACTIVATION_RAM_BYTES
 
 
 def _store_for(spec, shape):
@@ -199,7 +240,7 @@ def _view_seed(digest, view, seed):
 
 
 def _prefix_engine(prefix, probe, spec):
-    """The frozen prefix exported to ONNX Runtime; None when that is not possible.
+    """Frozen units exported to ONNX Runtime; None when that is not possible.
 
     The graph is checked against eager and cached on disk by
     :func:`sktransfer._engine.build_engine`; ``spec`` (backbone digest, cut,
@@ -241,8 +282,8 @@ class ActivationSet:
     digests : ndarray of bytes
         One content digest per image of ``dataset``.
     spec : str
-        Everything else that changes the prefix's output (backbone digest, cut,
-        preprocessing, precision).
+        Everything else that changes the prefix's output (backbone digest,
+        preprocessing, precision); the cut's name is added here.
     transform : callable or None
         Augmentation; ``None`` means one (clean) view per image. Its ``repr``
         and ``view_seed`` are part of the key of the augmented views only, so
@@ -255,6 +296,11 @@ class ActivationSet:
     batch_size : int
     disk : CodeCache factory or None
         ``disk(spec, width)`` -> a :class:`~sktransfer._cache.CodeCache`.
+    checkpoint : int or None
+        With ``0 < checkpoint < cut``, the rows are derived from the shared
+        store of ``units[:checkpoint]`` (filled first, for every view) by
+        running ``units[checkpoint:cut]``, when that store's new rows fit in
+        the RAM budget (or it holds them already).
     """
 
     def __init__(
@@ -271,6 +317,7 @@ class ActivationSet:
         autocast=None,
         batch_size=32,
         disk=None,
+        checkpoint=None,
     ):
         self.prefix = units[:cut]
         self.suffix = units[cut:]
@@ -285,23 +332,55 @@ class ActivationSet:
         self.batch_size = batch_size
         probe = dataset.pre.normalize(dataset.image(0)[None]).to(device)
         with torch.no_grad(), self._autocast():
-            shape = tuple(run_units(self.prefix, probe).shape[1:])
-        self.shape = shape
-        self.spec = f"{spec}|shape={shape}"
+            if checkpoint is not None and 0 < checkpoint < cut:
+                mid = run_units(units[:checkpoint], probe)
+                ck_shape = tuple(mid.shape[1:])
+                out = run_units(units[checkpoint:cut], mid)
+            else:
+                checkpoint, out = None, run_units(self.prefix, probe)
+        self.shape = shape = tuple(out.shape[1:])
+        self.spec = f"{spec}|cut={units[cut - 1][0]}|shape={shape}"
         self.store = _store_for(self.spec, shape)
         self.disk = None if disk is None else disk(self.spec, self.store.width)
-        # rows[v][i]: (slab, row) of view v of image i
-        self.run = lambda x: run_units(self.prefix, x)
         n_forwards = len(digests) * (self.n_views + 1)
+        # the checkpoint: the shared store the rows derive from, or None
+        self.source = None
+        if checkpoint is not None and _checkpoint_fits(
+            f"{spec}|cut={units[checkpoint - 1][0]}|shape={ck_shape}",
+            n_forwards * int(np.prod(ck_shape)) * 4,
+        ):
+            self.source = ActivationSet(
+                units,
+                checkpoint,
+                dataset,
+                digests,
+                spec,
+                transform,
+                n_views,
+                view_seed,
+                device,
+                autocast=autocast,
+                batch_size=batch_size,
+                disk=disk,
+            )
+            units_run = units[checkpoint:cut]
+            probe = self.source.get(0, 0)[None].to(device)
+        else:
+            units_run = self.prefix
+        # rows[v][i]: (slab, row) of view v of image i
+        self.run = lambda x: run_units(units_run, x)
         if (
             device.type == "cpu"
             and autocast is None
             and n_forwards >= TRACE_MIN_FORWARDS
         ):
+            start = units_run[0][0]
             with self.store.lock:
-                if self.store.engine is None:
-                    self.store.engine = _prefix_engine(self.prefix, probe, self.spec)
-                engine = self.store.engine
+                if start not in self.store.engines:
+                    self.store.engines[start] = _prefix_engine(
+                        units_run, probe, f"{self.spec}|from={start}"
+                    )
+                engine = self.store.engines[start]
             if engine is not None:
                 self.run = engine
         self.rows = [self._fill(v) for v in range(self.n_views + 1)]
@@ -339,22 +418,28 @@ class ActivationSet:
             for row, k in enumerate(keys):
                 store.index.setdefault(k, (slab, row))
 
+    def _inputs(self, idx, view):
+        """What ``self.run`` takes for images ``idx``: checkpoint rows or pixels."""
+        if self.source is not None:
+            return torch.stack([self.source.get(i, view) for i in idx])
+        ds = self.dataset
+        xs = []
+        for i in idx:
+            x = ds.image(i)
+            if view > 0:
+                seed = _view_seed(self.digests[i], view, self.view_seed)
+                x = _augment(x, self.transform, seed)
+            xs.append(x)
+        return ds.pre.normalize(torch.stack(xs))
+
     @torch.no_grad()
     def _compute(self, missing, keys, view):
-        ds, pre = self.dataset, self.dataset.pre
         for start in range(0, len(missing), self.batch_size):
             idx = missing[start : start + self.batch_size]
-            xs = []
-            for i in idx:
-                x = ds.image(i)
-                if view > 0:
-                    seed = _view_seed(self.digests[i], view, self.view_seed)
-                    x = _augment(x, self.transform, seed)
-                xs.append(x)
-            batch = pre.normalize(torch.stack(xs)).to(self.device)
+            batch = self._inputs(idx, view).to(self.device)
             with self._autocast():
                 out = self.run(batch).float().cpu().numpy()
-            FORWARDS["prefix"] += len(idx)
+            FORWARDS["derived" if self.source is not None else "prefix"] += len(idx)
             out = out.reshape(len(idx), -1)
             batch_keys = [keys[i] for i in idx]
             self._put(batch_keys, out)

@@ -745,20 +745,12 @@ def backbone_stages(net):
     return stages
 
 
-def last_resolution_blocks(net, probe):
-    """Name of the first block after the network's last downsampling, or None.
+def _downsampling(net, probe):
+    """The body's blocks (stages opened) and the index of the last downsampling one.
 
-    The default fine-tuning policy trains the blocks that run at the network's
-    final (lowest) resolution, past the block that brings the maps there:
-    ``blocks.5.1`` .. ``bn2`` for EfficientNet-Lite0 at 224 px (7 x 7 maps),
-    ``layer4.1`` for ResNet-18. Those blocks adapt the most task-specific
-    features where a training step is cheapest (few positions per image).
-    Stages of :func:`sequential_units` are opened into their blocks; the block
-    whose output maps are smaller than its input maps is a downsampling one.
-
-    Returns None when no parametrized block follows the last downsampling (or
-    the network never downsamples, like a ViT); the caller then falls back to a
-    count of stages.
+    The block whose output maps are smaller than its input maps (and not 1 x 1:
+    pooling) is a downsampling one; pooling layers and activations (no
+    parameters) are not blocks. The index is None when nothing downsamples.
     """
     blocks = []
     for name, unit in sequential_units(net):
@@ -791,13 +783,44 @@ def last_resolution_blocks(net, probe):
     last = None
     for i, (name, m) in enumerate(blocks):
         if name not in shapes or not _has_params(m):
-            continue  # pooling layers and activations are not blocks
+            continue
         (h_in, w_in), (h_out, w_out) = shapes[name]
         if (h_out, w_out) != (1, 1) and h_out * w_out < h_in * w_in:
             last = i
+    return blocks, last
+
+
+def last_resolution_blocks(net, probe):
+    """Name of the first block after the network's last downsampling, or None.
+
+    The default fine-tuning policy trains the blocks that run at the network's
+    final (lowest) resolution, past the block that brings the maps there:
+    ``blocks.5.1`` .. ``bn2`` for EfficientNet-Lite0 at 224 px (7 x 7 maps),
+    ``layer4.1`` for ResNet-18. Those blocks adapt the most task-specific
+    features where a training step is cheapest (few positions per image).
+    Stages of :func:`sequential_units` are opened into their blocks; the block
+    whose output maps are smaller than its input maps is a downsampling one.
+
+    Returns None when no parametrized block follows the last downsampling (or
+    the network never downsamples, like a ViT); the caller then falls back to a
+    count of stages.
+    """
+    blocks, last = _downsampling(net, probe)
     if last is None:
         return None
     return next(
         (name for name, m in blocks[last + 1 :] if _has_params(m)),
         None,
     )
+
+
+def last_downsampling_block(net, probe):
+    """Name of the network's last downsampling block (``blocks.5.0``), or None.
+
+    Its input is where the activation cache keeps a shared checkpoint: every
+    cut from there on (the default policy's, ``train_layers`` of a few stages,
+    a frozen body) derives from it by running the few low-resolution blocks in
+    between (see :class:`sktransfer._activations.ActivationSet`).
+    """
+    blocks, last = _downsampling(net, probe)
+    return None if last is None else blocks[last][0]

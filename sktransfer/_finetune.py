@@ -25,10 +25,17 @@ from skorch.callbacks import LRScheduler
 from skorch.helper import predefined_split
 from torch import nn
 
-from ._activations import ActivationSet, CachedDataset, cache_units, plan_cut
+from ._activations import (
+    ActivationSet,
+    CachedDataset,
+    cache_units,
+    checkpoint_index,
+    plan_cut,
+)
 from ._augment import make_augmentation
 from ._backbones import (
     find_head,
+    last_downsampling_block,
     last_resolution_blocks,
     load_backbone,
     strip_head,
@@ -693,6 +700,9 @@ class FineTunedClassifier(
                 )
             return None
         units = cache_units(module.body, config.trainable)
+        checkpoint = checkpoint_index(
+            units, last_downsampling_block(module.body, probe.to(device))
+        )
         transform = make_augmentation(self.policy_["augment"], full.pre.p.input_size)
         views = self.policy_["augment_views"] if transform is not None else 0
         root = self._cache_dir()
@@ -702,7 +712,7 @@ class FineTunedClassifier(
             full,
             image_digests(images),
             spec=(
-                f"finetune-prefix|{state_digest(module.body)}|cut={units[cut - 1][0]}"
+                f"finetune-prefix|{state_digest(module.body)}"
                 f"|{full.pre.p}|autocast={config.autocast}"
             ),
             transform=transform,
@@ -712,11 +722,16 @@ class FineTunedClassifier(
             autocast=config.autocast,
             batch_size=self.batch_size,
             disk=None if root is None else (lambda spec, w: CodeCache(root, spec, w)),
+            checkpoint=checkpoint,
         )
         self.policy_["cache"] = (
             f"after {units[cut - 1][0]} ({cut} of {len(units)} units frozen), "
             f"{views} augmented view(s) per image"
         )
+        if acts.source is not None:
+            self.policy_["cache"] += (
+                f", derived from the shared checkpoint after {units[checkpoint - 1][0]}"
+            )
         if self.verbose:
             print(f"[FineTunedClassifier] activation cache at {self.policy_['cache']}")
         return acts

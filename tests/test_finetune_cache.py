@@ -112,8 +112,36 @@ def test_cache_shared_across_grid_folds_and_candidates():
         est, {"train_layers": ["head", 2], "lr": [1e-3, 1e-2]}, cv=2, n_jobs=1
     )
     grid.fit(X, y)
-    # 2 cut points x 24 images, computed once each: 8 fold fits + the refit share
-    assert _activations.FORWARDS["prefix"] == 2 * len(X)
+    # The expensive prefix runs once per image: both cut points (a frozen body,
+    # and the last 2 stages trained) derive from the checkpoint at the last
+    # downsampling block's input, once each; 8 fold fits + the refit share.
+    assert _activations.FORWARDS["prefix"] == len(X)
+    assert _activations.FORWARDS["derived"] == 2 * len(X)
+
+
+@pytest.mark.parametrize("train_layers", ["head", 2])
+def test_rows_derived_from_the_checkpoint_equal_rows_from_pixels(
+    train_layers, monkeypatch
+):
+    X, y = bands(16)
+    est = FineTunedClassifier(
+        **TINY, train_layers=train_layers, augment="light", augment_views=2,
+        max_epochs=2, batch_size=8, random_state=0,
+    )
+    derived = clone(est).fit(X, y)
+    assert "derived from the shared checkpoint after blocks.2" in derived.policy_[
+        "cache"
+    ]
+    assert _activations.FORWARDS["derived"] == 3 * len(X)  # clean view + 2
+    clear_caches()
+    _activations.FORWARDS.clear()
+    # no RAM for a checkpoint: the rows come from the pixels directly
+    monkeypatch.setattr(_activations, "ACTIVATION_RAM_BYTES", 0)
+    direct = clone(est).fit(X, y)
+    assert "derived" not in direct.policy_["cache"]
+    assert _activations.FORWARDS["derived"] == 0
+    assert _activations.FORWARDS["prefix"] == 3 * len(X)
+    assert_same_state(state(derived), state(direct))
 
 
 def test_k_augmented_views_are_precomputed_and_drawn():
@@ -159,14 +187,17 @@ def test_memory_budget_spills_to_memmap(monkeypatch):
     ref = FineTunedClassifier(**kw).fit(X, y).predict_proba(X)
     ram, disk = _activations.activation_memory()
     assert ram > 0 and disk == 0
+    # the checkpoint's store and the cut's: the cut's rows are the smaller
+    cut_bytes = min(s.ram_bytes() for s in _activations._STORES.values())
     clear_caches()
-    budget = ram // 2  # one slab of 8 rows of 3 fits
+    # one slab of 8 rows of 3 fits; the checkpoint does not, so it is skipped
+    budget = cut_bytes // 2
     monkeypatch.setattr(_activations, "ACTIVATION_RAM_BYTES", budget)
     out = FineTunedClassifier(**kw).fit(X, y).predict_proba(X)
     ram, disk = _activations.activation_memory()
     assert 0 < ram <= budget
     assert disk > 0
-    store = next(iter(_activations._STORES.values()))
+    (store,) = _activations._STORES.values()
     assert any(isinstance(a, np.memmap) for a, _ in store.slabs)
     np.testing.assert_allclose(out, ref, atol=1e-6)
 
@@ -284,22 +315,52 @@ def test_default_policy_is_reported(capsys):
 
 
 @pytest.mark.parametrize(
-    "model, size, start",
+    "model, size, start, down",
     [
-        ("efficientnet_lite0", 224, "blocks.5.1"),  # 14 -> 7 in blocks.5.0
-        ("efficientnet_lite0", 96, "blocks.5.1"),
-        ("resnet18", 224, "layer4.1"),
-        ("timm/test_efficientnet", 224, "conv_head"),
-        ("timm/vit_tiny_patch16_224", 224, None),  # never downsamples
+        ("efficientnet_lite0", 224, "blocks.5.1", "blocks.5.0"),  # 14 -> 7
+        ("efficientnet_lite0", 96, "blocks.5.1", "blocks.5.0"),
+        ("resnet18", 224, "layer4.1", "layer4.0"),
+        ("timm/test_efficientnet", 224, "conv_head", "blocks.4.0"),
+        ("timm/vit_tiny_patch16_224", 224, None, None),  # never downsamples
     ],
 )
-def test_auto_train_layers_start_after_the_last_downsampling(model, size, start):
+def test_auto_train_layers_start_after_the_last_downsampling(model, size, start, down):
     from sktransfer import load_backbone
-    from sktransfer._backbones import last_resolution_blocks, strip_head
+    from sktransfer._activations import cache_units, checkpoint_index
+    from sktransfer._backbones import (
+        last_downsampling_block,
+        last_resolution_blocks,
+        strip_head,
+    )
 
     net, _ = load_backbone(model, None)
     strip_head(net)
-    assert last_resolution_blocks(net, torch.zeros(2, 3, size, size)) == start
+    probe = torch.zeros(2, 3, size, size)
+    assert last_resolution_blocks(net, probe) == start
+    assert last_downsampling_block(net, probe) == down
+    if down is None:
+        return
+    # the checkpoint is the downsampling block's input, in the units of every cut
+    stage = down.rsplit(".", 1)[0]
+    for trained in (set(), {f"{stage}.weight"}, {f"{start}.x"}):
+        units = cache_units(net, trained)
+        j = checkpoint_index(units, down)
+        assert units[j][0] in (down, stage)
+        assert units[j - 1][0] == units[checkpoint_index(cache_units(net, set()), down) - 1][0]
+
+
+def test_checkpoint_index_needs_a_unit_boundary():
+    from torch import nn
+
+    from sktransfer._activations import checkpoint_index
+
+    stage = nn.Sequential(nn.Conv2d(1, 1, 1), nn.Conv2d(1, 1, 1))
+    units = [("stem", nn.Conv2d(1, 1, 1)), ("stage", stage), ("head", nn.Identity())]
+    assert checkpoint_index(units, "stage") == 1
+    assert checkpoint_index(units, "stage.0") == 1  # the stage starts with it
+    assert checkpoint_index(units, "stage.1") is None  # inside: no boundary
+    assert checkpoint_index(units, "head") == 2
+    assert checkpoint_index(units, None) is None
 
 
 # ------------------------------------------------------------ early stopping
