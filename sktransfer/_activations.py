@@ -26,6 +26,13 @@ Checkpoint
     view. The checkpoint is skipped when its rows would not fit in the RAM
     budget.
 
+Prediction
+    A fitted model keeps the specs of its stores (:meth:`ActivationSet.
+    shortcuts`, in the estimator's derived state: never pickled). Predicting
+    images whose clean view 0 is stored -- the held-out fold of one CV split
+    is the training fold of the other -- runs only the units after the store
+    (:func:`lookup`); the other images run the whole network.
+
 Views
     View 0 is the un-augmented image. With augmentation, views ``1..K`` are K
     augmented copies, each drawn from a seed derived from the image digest, the
@@ -46,6 +53,7 @@ import torch
 from torch import nn
 
 from ._backbones import sequential_units
+from ._cache import state_digest
 from ._runtime import process_cache, seeded_global_rng
 
 __all__ = [
@@ -56,7 +64,9 @@ __all__ = [
     "activation_memory",
     "cache_units",
     "checkpoint_index",
+    "lookup",
     "plan_cut",
+    "units_digest",
 ]
 
 #: RAM budget (bytes) of all activation stores together; beyond it, memmap slabs.
@@ -208,6 +218,11 @@ def _new_slab(rows, width):
     return np.memmap(f, np.float32, mode="w+", shape=(rows, width)), f
 
 
+def units_digest(units):
+    """Digest of the weights and buffers of ``units`` (a list of (name, module))."""
+    return state_digest(nn.ModuleDict({n.replace(".", "/"): m for n, m in units}))
+
+
 def _checkpoint_fits(spec, nbytes):
     """Whether a checkpoint store may be used: it exists, or ``nbytes`` fit in RAM."""
     with _STORES_LOCK:
@@ -221,6 +236,30 @@ def _store_for(spec, shape):
         if store is None or store.shape != tuple(shape):
             store = _STORES[spec] = _Store(shape)
         return store
+
+
+def lookup(spec, digests):
+    """The stored clean views (view 0) of images ``digests`` in store ``spec``.
+
+    Returns
+    -------
+    found : ndarray of bool
+        Which images have a stored row.
+    rows : torch.Tensor or None
+        Their rows, ``(found.sum(), *shape)``, in order; None when none is.
+    """
+    with _STORES_LOCK:
+        store = _STORES.get(spec)
+    if store is None:
+        return np.zeros(len(digests), bool), None
+    keys = [_row_key(d, 0, "") for d in digests]
+    with store.lock:
+        hits = [store.index.get(k) for k in keys]
+    found = np.array([h is not None for h in hits], bool)
+    if not found.any():
+        return found, None
+    rows = np.stack([np.asarray(slab[row]) for slab, row in filter(None, hits)])
+    return found, torch.from_numpy(rows).view(-1, *store.shape)
 
 
 def _row_key(digest, view, views_spec):
@@ -340,6 +379,7 @@ class ActivationSet:
                 checkpoint, out = None, run_units(self.prefix, probe)
         self.shape = shape = tuple(out.shape[1:])
         self.spec = f"{spec}|cut={units[cut - 1][0]}|shape={shape}"
+        self.prefix_digest = units_digest(self.prefix)
         self.store = _store_for(self.spec, shape)
         self.disk = None if disk is None else disk(self.spec, self.store.width)
         n_forwards = len(digests) * (self.n_views + 1)
@@ -445,6 +485,18 @@ class ActivationSet:
             self._put(batch_keys, out)
             if self.disk is not None:
                 self.disk.store(np.array(batch_keys), out)
+
+    def shortcuts(self):
+        """``[(spec, units before, units after, digest of the units before)]``.
+
+        This set's store, then its checkpoint's: where a fitted model can
+        start from stored rows. The digest tells whether the frozen units
+        still hold the weights the rows were computed with.
+        """
+        out = [(self.spec, self.prefix, self.suffix, self.prefix_digest)]
+        if self.source is not None:
+            out += self.source.shortcuts()
+        return out
 
     def get(self, i, view):
         slab, row = self.rows[view][i]

@@ -30,7 +30,9 @@ from ._activations import (
     CachedDataset,
     cache_units,
     checkpoint_index,
+    lookup,
     plan_cut,
+    units_digest,
 )
 from ._augment import make_augmentation
 from ._backbones import (
@@ -85,6 +87,7 @@ class _FitData(NamedTuple):
     train_idx: np.ndarray  # rows of the fit's data that train
     draw: DrawViews | None  # picks cached views per epoch
     num_workers: int  # DataLoader workers of the training loader
+    acts: ActivationSet | None  # the activation cache, when it is on
 
 
 # Exporting the fine-tuned net to ONNX costs seconds: with engine="auto" it is
@@ -789,7 +792,7 @@ class FineTunedClassifier(
         )
         self._init_head(module, data, device, y, weight)
         net, best = self._train(module, data, config, seed, rng, device)
-        self._finish(net, module, best, config.trainable)
+        self._finish(net, module, best, config.trainable, data.acts)
         return self
 
     def _prepare_data(
@@ -832,6 +835,7 @@ class FineTunedClassifier(
             train_idx=train_idx,
             draw=draw,
             num_workers=workers,
+            acts=acts,
         )
 
     def _fit_callbacks(self, config, data, steps_per_epoch, best):
@@ -911,9 +915,20 @@ class FineTunedClassifier(
             **{"train_split": None, "verbose": 0, **kwargs},
         )
 
-    def _finish(self, net, module, best, trainable):
-        """Keep the fitted state only: no optimizer moments, data or caches."""
+    def _finish(self, net, module, best, trainable, acts=None):
+        """Keep the fitted state only: no optimizer moments, data or caches.
+
+        Predictions may still start from the activation stores (held by the
+        process, not the model): their specs go to the derived state, for the
+        stores whose frozen units are unchanged.
+        """
         module.cut = None  # predictions take images
+        if acts is not None:
+            self._derived()["stores"] = [
+                (spec, suffix)
+                for spec, prefix, suffix, digest in acts.shortcuts()
+                if units_digest(prefix) == digest
+            ]
         net.optimizer_.state.clear()
         net.train_split = None
         net.l1_params_ = []
@@ -951,15 +966,60 @@ class FineTunedClassifier(
     def _logits(self, X):
         check_is_fitted(self, "net_")
         images = self._check_X(X, reset=False)
-        run = self._predict_engine(len(images))
-        pre = Preprocessor(self.preprocessing_)
-        outs = [
-            forward_halving(run, batch)
-            for batch in iter_batches(
-                images, pre, self.batch_size, num_workers=self.num_workers
+        logits = torch.empty(len(images), len(self.classes_))
+        todo = self._logits_from_stores(images, logits)
+        if len(todo):
+            run = self._predict_engine(len(todo))
+            pre = Preprocessor(self.preprocessing_)
+            batches = iter_batches(
+                images,
+                pre,
+                self.batch_size,
+                num_workers=self.num_workers,
+                indices=None if len(todo) == len(images) else todo,
             )
-        ]
-        return torch.cat(outs) if outs else torch.empty(0, len(self.classes_))
+            outs = [forward_halving(run, batch) for batch in batches]
+            logits[todo] = torch.cat(outs).float()
+        return logits
+
+    def _logits_from_stores(self, images, logits):
+        """Fill ``logits`` of the images whose frozen activations are stored.
+
+        The activation stores of this process (see
+        :mod:`sktransfer._activations`) hold the frozen part's output of the
+        clean training images of every fit that shares it: in a CV split, the
+        held-out fold of one split trained in the other. Those images run only
+        the units after the store, exactly the fitted network's computation
+        (the frozen units are checked unchanged at the end of ``fit``). CPU,
+        fp32, ``engine="auto"`` only. Returns the indices still to predict.
+        """
+        todo = np.arange(len(images))
+        stores = self._derived().get("stores")
+        net = self.net_
+        if (
+            not stores
+            or self.engine != "auto"
+            or net.config.autocast is not None
+            or torch.device(net.device).type != "cpu"
+        ):
+            return todo
+        digests = image_digests(images)
+        module = net.module_.eval()
+        for spec, units in stores:
+            found, rows = lookup(spec, digests[todo])
+            if rows is None:
+                continue
+            idx = todo[found]
+            with torch.inference_mode():
+                for start in range(0, len(idx), 64):
+                    x = rows[start : start + 64]
+                    if net.config.channels_last and x.ndim == 4:
+                        x = x.contiguous(memory_format=torch.channels_last)
+                    logits[idx[start : start + 64]] = module.logits_from(units, x)
+            todo = todo[~found]
+            if not len(todo):
+                break
+        return todo
 
     def _predict_engine(self, n_images):
         """The engine that runs the fitted network for ``n_images`` images.

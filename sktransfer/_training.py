@@ -190,11 +190,18 @@ class FineTuneModule(nn.Module):
         self._frozen = []
 
     def features(self, x):
-        if self.cut is None:
-            out = self.body(x)
-        else:
-            out = run_units(self.cut, x)
+        out = self.body(x) if self.cut is None else run_units(self.cut, x)
         return out.flatten(1) if out.ndim > 2 else out
+
+    def logits_from(self, units, x):
+        """Logits of ``x``, the input of ``units`` (the body's last units).
+
+        Prediction from stored activations (:func:`~sktransfer._activations.
+        lookup`): the frozen units before them already ran.
+        """
+        out = run_units(units, x)
+        out = out.flatten(1) if out.ndim > 2 else out
+        return self.head(self.dropout(out))
 
     def forward_images(self, x):
         """Logits of normalized images through the whole network.

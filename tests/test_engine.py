@@ -135,6 +135,7 @@ def test_finetuned_predict_proba_onnx_matches_torch(ft_data):
 def test_finetuned_auto_exports_only_for_large_predictions(ft_data):
     X, y = ft_data
     clf = FineTunedClassifier(**FT, random_state=0).fit(X, y)
+    clear_caches()  # no stored activations: every image runs the whole network
     small = clf.predict_proba(X[:10])
     assert clf._derived()["engine"].kind == "torch"
     big = clf.predict_proba(X)  # 300 >= 256 images: ONNX Runtime from now on
@@ -147,10 +148,12 @@ def test_refit_drops_the_previous_models_engine(ft_data):
     """fit, predict on >= 256 images, refit: the new model predicts, not the old."""
     X, y = ft_data
     clf = FineTunedClassifier(**FT, random_state=0).fit(X, y)
+    clear_caches()  # no stored activations: every image runs the whole network
     first = clf.predict_proba(X)
     assert clf._derived()["engine"].kind == "onnxruntime"
     clf.set_params(lr=0.5, random_state=1).fit(X, y)
     assert "engine" not in clf._derived()
+    clear_caches()
     second = clf.predict_proba(X)
     assert np.abs(first - second).max() > 1e-3
     # and the new engine is right about the new model

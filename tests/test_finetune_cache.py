@@ -16,6 +16,7 @@ from sklearn.utils import check_random_state
 from skorch.callbacks import Callback
 
 from sktransfer import FineTunedClassifier, _activations
+from sktransfer._cache import image_digests
 from sktransfer._images import Preprocessor, check_images
 from sktransfer._runtime import clear_caches
 
@@ -470,3 +471,50 @@ def test_fitted_model_pickles_without_its_activations():
     np.testing.assert_allclose(
         pickle.loads(blob).predict_proba(X), clf.predict_proba(X), atol=1e-6
     )
+
+
+# ---------------------------------------------------- predicting from the stores
+def test_predict_starts_from_stored_activations_of_training_images():
+    X, y = bands(24)
+    fresh, _ = bands(8, seed=5)  # never trained on: no stored rows
+    clf = FineTunedClassifier(
+        **TINY, train_layers=2, augment="light", augment_views=2, max_epochs=2,
+        batch_size=8, random_state=0,
+    ).fit(X, y)
+    assert len(clf._derived()["stores"]) == 2  # the cut's store, the checkpoint's
+    mixed = np.concatenate([X[:10], fresh, X[10:]])
+    via_stores = clf.predict_proba(X)
+    assert "engine" not in clf._derived()  # no image ran the whole network
+    via_both = clf.predict_proba(mixed)
+    clear_caches()  # the same model, every image through the whole network
+    full = clf.predict_proba(mixed)
+    np.testing.assert_allclose(via_both, full, atol=1e-5)
+    np.testing.assert_allclose(
+        via_stores, np.concatenate([full[:10], full[18:]]), atol=1e-5
+    )
+    assert (clf.predict(mixed) == clf.classes_[full.argmax(1)]).all()
+
+
+def test_predict_from_the_checkpoint_store_in_a_grid_fold():
+    """Held-out images of one CV split trained in the other: the checkpoint serves."""
+    X, y = bands(24)
+    kw = dict(**TINY, augment=None, max_epochs=1, batch_size=8, random_state=0)
+    FineTunedClassifier(**kw, train_layers="head").fit(X[12:], y[12:])
+    clf = FineTunedClassifier(**kw, train_layers=2).fit(X[:12], y[:12])
+    _activations.FORWARDS.clear()
+    proba = clf.predict_proba(X[12:])  # rows stored by the other fit's checkpoint
+    assert "engine" not in clf._derived()
+    (ck_spec,) = [s for s, _ in clf._derived()["stores"] if "cut=blocks.2|" in s]
+    found, _ = _activations.lookup(ck_spec, image_digests(check_images(X[12:])))
+    assert found.all()
+    clear_caches()
+    np.testing.assert_allclose(proba, clf.predict_proba(X[12:]), atol=1e-5)
+
+
+def test_predict_ignores_stores_for_an_explicit_engine():
+    X, y = bands(16)
+    clf = FineTunedClassifier(
+        **TINY, train_layers=2, augment=None, max_epochs=1, random_state=0
+    ).fit(X, y)
+    clf.set_params(engine="torch").predict_proba(X)
+    assert clf._derived()["engine"].kind == "torch"
