@@ -53,7 +53,6 @@ import torch
 from torch import nn
 
 from ._backbones import sequential_units
-from ._cache import state_digest
 from ._runtime import process_cache, seeded_global_rng
 
 __all__ = [
@@ -219,8 +218,18 @@ def _new_slab(rows, width):
 
 
 def units_digest(units):
-    """Digest of the weights and buffers of ``units`` (a list of (name, module))."""
-    return state_digest(nn.ModuleDict({n.replace(".", "/"): m for n, m in units}))
+    """A fingerprint of the tensors of ``units``: changes when one is modified.
+
+    Each parameter and buffer's identity, storage and version counter (bumped
+    by every in-place update: an optimizer step, a BatchNorm's statistics, a
+    ``copy_`` of new weights). Hashing the weights themselves cost more than
+    a head-only fit's training on cached features.
+    """
+    return tuple(
+        (id(t), t.data_ptr(), t._version)
+        for _, m in units
+        for t in (*m.parameters(), *m.buffers())
+    )
 
 
 def _checkpoint_fits(spec, nbytes):

@@ -919,16 +919,11 @@ class FineTunedClassifier(
         """Keep the fitted state only: no optimizer moments, data or caches.
 
         Predictions may still start from the activation stores (held by the
-        process, not the model): their specs go to the derived state, for the
-        stores whose frozen units are unchanged.
+        process, not the model): their specs go to the derived state.
         """
         module.cut = None  # predictions take images
         if acts is not None:
-            self._derived()["stores"] = [
-                (spec, suffix)
-                for spec, prefix, suffix, digest in acts.shortcuts()
-                if units_digest(prefix) == digest
-            ]
+            self._derived()["stores"] = acts.shortcuts()
         net.optimizer_.state.clear()
         net.train_split = None
         net.l1_params_ = []
@@ -990,8 +985,9 @@ class FineTunedClassifier(
         clean training images of every fit that shares it: in a CV split, the
         held-out fold of one split trained in the other. Those images run only
         the units after the store, exactly the fitted network's computation
-        (the frozen units are checked unchanged at the end of ``fit``). CPU,
-        fp32, ``engine="auto"`` only. Returns the indices still to predict.
+        (the frozen units before it are checked unchanged since the rows were
+        computed). CPU, fp32, ``engine="auto"`` only. Returns the indices
+        still to predict.
         """
         todo = np.arange(len(images))
         stores = self._derived().get("stores")
@@ -1005,7 +1001,9 @@ class FineTunedClassifier(
             return todo
         digests = image_digests(images)
         module = net.module_.eval()
-        for spec, units in stores:
+        for spec, prefix, units, fingerprint in stores:
+            if units_digest(prefix) != fingerprint:
+                continue  # the frozen units changed since the rows were stored
             found, rows = lookup(spec, digests[todo])
             if rows is None:
                 continue

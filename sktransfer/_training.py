@@ -250,7 +250,9 @@ class FineTuneModule(nn.Module):
         counts too).
         """
         if trainable is None:  # every training batch: keep it cheap
-            params = list(self.body.parameters())
+            params = self.__dict__.get("_body_params")
+            if params is None:  # the body's parameters, listed once
+                params = self._body_params = list(self.body.parameters())
             key = tuple(p.requires_grad for p in params)
         else:
             named = list(self.body.named_parameters())
@@ -304,22 +306,39 @@ class FineTuneModule(nn.Module):
         ]
 
     def train(self, mode=True):
+        # skorch calls this before every batch: when the modes it would set are
+        # those of the last call and no flag has changed since, skip the walk
+        # over every submodule (a millisecond per batch for EfficientNet-Lite0).
+        key = (bool(mode), self.phase, self._frozen_key if mode else None)
+        flags = self.__dict__.get("_mode_flags")
+        if (
+            flags is not None
+            and self.__dict__.get("_mode_key") == key
+            and all(m.training is f for m, f in flags)
+        ):
+            if not mode or self.phase == "head":
+                return self
+            self._frozen_modules()  # a changed requires_grad changes the key
+            if self._frozen_key == key[2]:
+                return self
         super().train(mode)
-        if not mode:
-            return self
-        if self.phase == "head":
+        if mode and self.phase == "head":
             self.body.eval()
-            return self
-        eval_modules, train_bns = self._body_modes()
-        for m in eval_modules:
-            m.eval()
-        for m in train_bns:
-            m.train()
+        elif mode:
+            eval_modules, train_bns = self._body_modes()
+            for m in eval_modules:
+                m.eval()
+            for m in train_bns:
+                m.train()
+        self._mode_key = (bool(mode), self.phase, self._frozen_key if mode else None)
+        self._mode_flags = [(m, m.training) for m in self.modules()]
         return self
 
     def __getstate__(self):
         state = dict(super().__getstate__())
         state["_frozen_key"], state["_frozen"] = None, []
+        for name in ("_mode_key", "_mode_flags", "_body_params"):
+            state.pop(name, None)
         return state
 
 

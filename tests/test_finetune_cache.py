@@ -504,11 +504,26 @@ def test_predict_from_the_checkpoint_store_in_a_grid_fold():
     _activations.FORWARDS.clear()
     proba = clf.predict_proba(X[12:])  # rows stored by the other fit's checkpoint
     assert "engine" not in clf._derived()
-    (ck_spec,) = [s for s, _ in clf._derived()["stores"] if "cut=blocks.2|" in s]
+    stores = clf._derived()["stores"]
+    (ck_spec,) = [spec for spec, *_ in stores if "cut=blocks.2|" in spec]
     found, _ = _activations.lookup(ck_spec, image_digests(check_images(X[12:])))
     assert found.all()
     clear_caches()
     np.testing.assert_allclose(proba, clf.predict_proba(X[12:]), atol=1e-5)
+
+
+def test_predict_ignores_stores_whose_frozen_units_changed():
+    X, y = bands(16)
+    clf = FineTunedClassifier(
+        **TINY, train_layers=2, augment=None, max_epochs=1, random_state=0
+    ).fit(X, y)
+    first = next(clf.net_.module_.body.parameters())
+    with torch.no_grad():
+        first.mul_(0.5)  # the stem (frozen, before both stores) changes after fit
+    proba = clf.predict_proba(X)
+    assert clf._derived()["engine"].kind == "torch"  # the whole network ran
+    clear_caches()
+    np.testing.assert_allclose(proba, clf.predict_proba(X), atol=1e-6)
 
 
 def test_predict_ignores_stores_for_an_explicit_engine():
