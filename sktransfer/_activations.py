@@ -60,6 +60,7 @@ __all__ = [
     "ActivationSet",
     "CachedDataset",
     "FORWARDS",
+    "StoredRows",
     "activation_memory",
     "cache_units",
     "checkpoint_index",
@@ -387,6 +388,7 @@ class ActivationSet:
             else:
                 checkpoint, out = None, run_units(self.prefix, probe)
         self.shape = shape = tuple(out.shape[1:])
+        self.base_spec = spec
         self.spec = f"{spec}|cut={units[cut - 1][0]}|shape={shape}"
         self.prefix_digest = units_digest(self.prefix)
         self.store = _store_for(self.spec, shape)
@@ -511,19 +513,61 @@ class ActivationSet:
         slab, row = self.rows[view][i]
         return torch.from_numpy(np.array(slab[row])).view(self.shape)
 
+    def body_outputs(self):
+        """The body's output for every image and view of this set, if all are stored.
+
+        Another fit sharing this set's checkpoint may have stored them (a
+        grid's frozen-body candidates: their cut is the body's end). In this
+        fit's head-only epochs the trained units are frozen too, so those rows
+        are what the units after the cut would compute, up to float rounding:
+        the epochs then train the head on them alone. Only looked up, never
+        computed: None unless every row is there (or when the cut is already
+        the body's end).
+        """
+        if not self.suffix:
+            return None
+        start = f"{self.base_spec}|cut={self.suffix[-1][0]}|shape="
+        with _STORES_LOCK:
+            store = next((s for k, s in _STORES.items() if k.startswith(start)), None)
+        if store is None:
+            return None
+        keys = [
+            [_row_key(d, v, self.views_spec) for d in self.digests]
+            for v in range(self.n_views + 1)
+        ]
+        with store.lock:
+            if not all(k in store.index for view in keys for k in view):
+                return None
+            rows = [[store.index[k] for k in view] for view in keys]
+        return StoredRows(rows, store.shape)
+
+
+class StoredRows:
+    """Rows already in a store: ``get(i, view)`` as :meth:`ActivationSet.get`."""
+
+    def __init__(self, rows, shape):
+        self.rows = rows
+        self.shape = tuple(shape)
+
+    get = ActivationSet.get
+
 
 class CachedDataset(torch.utils.data.Dataset):
     """Items ``({"x": activation, "sample_weight": w}, y)`` like ImageDataset's.
 
     ``views`` (set per epoch by the fit) picks the view of each item; ``None``
-    means the clean view 0.
+    means the clean view 0. ``head_rows`` (:meth:`ActivationSet.body_outputs`,
+    or None) serve the items while ``phase`` is ``"head"`` (set per epoch with
+    the module's phase).
     """
 
-    def __init__(self, acts, indices, y, sample_weight=None):
+    def __init__(self, acts, indices, y, sample_weight=None, head_rows=None):
         self.acts = acts
         self.indices = np.asarray(indices)
         self.y = y
         self.sample_weight = sample_weight
+        self.head_rows = head_rows
+        self.phase = "body"
         self.views = None
         self.X = self.indices  # skorch's view of the data (only its length is used)
 
@@ -533,12 +577,14 @@ class CachedDataset(torch.utils.data.Dataset):
     def __getitem__(self, j):
         i = int(self.indices[j])
         view = 0 if self.views is None else int(self.views[j])
-        item = {"x": self.acts.get(i, view)}
+        rows = self.acts
+        if self.phase == "head" and self.head_rows is not None:
+            rows = self.head_rows
+        item = {"x": rows.get(i, view)}
         if self.sample_weight is not None:
             item["sample_weight"] = torch.tensor(self.sample_weight[i])
         return item, (int(self.y[i]) if self.y is not None else 0)
 
     def clean(self):
-        """The same items, always view 0 (validation, BN statistics, probes)."""
-        other = CachedDataset(self.acts, self.indices, self.y, self.sample_weight)
-        return other
+        """The same items at the cut, always view 0 (head init, BN statistics)."""
+        return CachedDataset(self.acts, self.indices, self.y, self.sample_weight)

@@ -822,8 +822,16 @@ class FineTunedClassifier(
             workers = 0 if in_memory else resolve_num_workers(self.num_workers, images)
         else:
             module.cut = acts.suffix
-            train = CachedDataset(acts, train_idx, y, weight)
-            valid = None if valid_idx is None else CachedDataset(acts, valid_idx, y)
+            head_rows = acts.body_outputs() if config.freeze_epochs else None
+            if head_rows is not None:
+                module.phase_cuts = {"head": [], "body": acts.suffix}
+                self.policy_["cache"] += "; head-only epochs on stored body outputs"
+            train = CachedDataset(acts, train_idx, y, weight, head_rows)
+            valid = (
+                None
+                if valid_idx is None
+                else CachedDataset(acts, valid_idx, y, head_rows=head_rows)
+            )
             plain = train.clean()
             if acts.n_views:
                 draw = DrawViews(train, acts.n_views, seed)
@@ -890,6 +898,8 @@ class FineTunedClassifier(
 
             net.before_valid_ = exact_bn
         net.fit(data.train, None)
+        if module.phase_cuts is not None:  # the plain loader holds rows at the cut
+            module.cut = module.phase_cuts["body"]
         recalibrate_bn(module, data.plain, device, bns)
         return net, best
 
@@ -921,7 +931,7 @@ class FineTunedClassifier(
         Predictions may still start from the activation stores (held by the
         process, not the model): their specs go to the derived state.
         """
-        module.cut = None  # predictions take images
+        module.cut = module.phase_cuts = None  # predictions take images
         if acts is not None:
             self._derived()["stores"] = acts.shortcuts()
         net.optimizer_.state.clear()

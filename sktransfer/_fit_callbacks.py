@@ -30,11 +30,14 @@ class PhaseSwitch(Callback):
     :meth:`~sktransfer._training.FineTuneModule.enter_phase`.
     """
 
-    def on_epoch_begin(self, net, **kwargs):
+    def on_epoch_begin(self, net, dataset_train=None, dataset_valid=None, **kwargs):
         epoch = len(net.history) - 1  # skorch added the new row already
         phase = "head" if epoch < net.config.freeze_epochs else "body"
         if phase != net.module_.phase or epoch == 0:
             net.module_.enter_phase(phase, net.config.trainable)
+        for dataset in (dataset_train, dataset_valid):
+            if hasattr(dataset, "phase"):  # cached rows follow the module's cut
+                dataset.phase = phase
 
 
 class PhaseCurve:

@@ -186,6 +186,10 @@ class FineTuneModule(nn.Module):
         # outputs of the frozen prefix and only these units -- the rest of the
         # body -- run.
         self.cut = None
+        # With stored body outputs for the head-only epochs: the cut of each
+        # phase, ``{"head": [], "body": units}`` (set by the fit, switched by
+        # enter_phase); None otherwise.
+        self.phase_cuts = None
         self._frozen_key = None
         self._frozen = []
 
@@ -234,11 +238,15 @@ class FineTuneModule(nn.Module):
         """Start the ``"head"`` or ``"body"`` phase of training.
 
         The one place that switches phases: in ``"head"`` no body parameter
-        trains, in ``"body"`` exactly those named in ``trainable``.
+        trains, in ``"body"`` exactly those named in ``trainable``. With
+        ``phase_cuts`` set, the units that run switch too (the training data
+        switches with them: :class:`~sktransfer._activations.CachedDataset`).
         """
         if phase not in ("head", "body"):
             raise ValueError(f"phase must be 'head' or 'body', got {phase!r}.")
         self.phase = phase
+        if self.phase_cuts is not None:
+            self.cut = self.phase_cuts[phase]
         for name, p in self.body.named_parameters():
             p.requires_grad_(phase == "body" and name in trainable)
 

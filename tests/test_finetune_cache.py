@@ -533,3 +533,35 @@ def test_predict_ignores_stores_for_an_explicit_engine():
     ).fit(X, y)
     clf.set_params(engine="torch").predict_proba(X)
     assert clf._derived()["engine"].kind == "torch"
+
+
+def test_head_epochs_train_on_stored_body_outputs():
+    """A frozen-body fit stored the body's outputs: LP-FT's head epochs reuse them."""
+    X, y = bands(24)
+    kw = dict(
+        **TINY, augment="light", augment_views=2, batch_size=8, random_state=0
+    )
+    alone = FineTunedClassifier(**kw, train_layers=2, freeze_epochs=2, max_epochs=3)
+    alone.fit(X, y)
+    assert "stored body outputs" not in alone.policy_["cache"]
+    clear_caches()
+    FineTunedClassifier(**kw, train_layers="head", max_epochs=1).fit(X, y)
+    shared = clone(alone).fit(X, y)
+    assert shared.policy_["cache"].endswith("head-only epochs on stored body outputs")
+    assert shared.net_.module_.phase_cuts is None and shared.net_.module_.cut is None
+    assert_same_state(state(shared), state(alone))
+    np.testing.assert_allclose(
+        shared.predict_proba(X), alone.predict_proba(X), atol=1e-5
+    )
+
+
+def test_stored_body_outputs_need_every_view():
+    X, y = bands(16)
+    kw = dict(**TINY, augment="light", batch_size=8, random_state=0)
+    FineTunedClassifier(**kw, train_layers="head", augment_views=1, max_epochs=1).fit(
+        X, y
+    )
+    more_views = FineTunedClassifier(
+        **kw, train_layers=2, augment_views=2, freeze_epochs=1, max_epochs=2
+    ).fit(X, y)
+    assert "stored body outputs" not in more_views.policy_["cache"]
