@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import warnings
 from numbers import Integral, Real
@@ -55,6 +57,7 @@ from ._runtime import (
     resolve_device,
     resolve_engine,
     training_autocast,
+    training_step_autocast,
 )
 from ._training import (
     FineTuneModule,
@@ -65,6 +68,7 @@ from ._training import (
     TrainConfig,
     WeightedCrossEntropy,
     adabn,
+    depthwise_fp32,
     export_state,
     frozen_features,
     is_stochastic,
@@ -100,6 +104,20 @@ _ENGINE_MIN_IMAGES = 256
 _AUTO_TRAIN_LAYERS = 3
 _AUTO_AUGMENT = ("flip", "translate")
 _AUTO_VIEWS = 4
+
+
+def _precision_policy(config):
+    """How a fit's arithmetic ran, for ``policy_["precision"]``."""
+    if config.step_autocast is not None:
+        return (
+            f"{_dtype_name(config.step_autocast)} training steps (depthwise "
+            f"convolutions fp32); {_dtype_name(config.autocast)} cache and predictions"
+        )
+    return _dtype_name(config.autocast)
+
+
+def _dtype_name(dtype):
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 class FineTunedClassifier(
@@ -790,6 +808,13 @@ class FineTunedClassifier(
         data = self._prepare_data(
             module, images, y, weight, split, config, seed, rng, device
         )
+        if data.acts is not None:
+            # only the units after the cached prefix run in the steps: the
+            # frozen part stays what the cache computed (fp32 on the CPU)
+            config = dataclasses.replace(
+                config, step_autocast=training_step_autocast(self.precision, device)
+            )
+        self.policy_["precision"] = _precision_policy(config)
         self._init_head(module, data, device, y, weight)
         net, best = self._train(module, data, config, seed, rng, device)
         self._finish(net, module, best, config.trainable, data.acts)
@@ -889,6 +914,11 @@ class FineTunedClassifier(
             verbose=self.verbose,
         )
         net.rng_ = rng if is_stochastic(module) else None
+        steps_in = (
+            depthwise_fp32(module)
+            if config.step_autocast is not None
+            else contextlib.nullcontext()
+        )
         bns = module.trained_bns(config.trainable)
         if data.valid is not None and bns:
 
@@ -897,7 +927,8 @@ class FineTunedClassifier(
                     recalibrate_bn(module, data.plain, device, bns)
 
             net.before_valid_ = exact_bn
-        net.fit(data.train, None)
+        with steps_in:
+            net.fit(data.train, None)
         if module.phase_cuts is not None:  # the plain loader holds rows at the cut
             module.cut = module.phase_cuts["body"]
         recalibrate_bn(module, data.plain, device, bns)

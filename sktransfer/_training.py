@@ -61,6 +61,11 @@ class TrainConfig:
         Autocast dtype of training and torch inference; None for fp32.
     channels_last : bool, default=False
         Run the network in channels-last memory format (CPU autocast).
+    step_autocast : torch.dtype or None, default=None
+        Autocast dtype of the training steps alone, when they differ from
+        ``autocast`` (see :func:`sktransfer._runtime.training_step_autocast`):
+        bf16 steps, depthwise convolutions in fp32, everything else as
+        ``autocast`` says. Not saved with a model (loaded models do not train).
     """
 
     trainable: frozenset[str]
@@ -72,6 +77,7 @@ class TrainConfig:
     freeze_epochs: int
     autocast: torch.dtype | None = None
     channels_last: bool = False
+    step_autocast: torch.dtype | None = None
 
     def __post_init__(self):
         if not isinstance(self.trainable, frozenset) or not all(
@@ -100,29 +106,40 @@ class TrainConfig:
                 f"TrainConfig.optimizer must be one of {_OPTIMIZERS}, got "
                 f"{self.optimizer!r}."
             )
-        if self.autocast is not None and not isinstance(self.autocast, torch.dtype):
-            raise TypeError(
-                f"TrainConfig.autocast must be a torch.dtype or None, got "
-                f"{self.autocast!r}."
-            )
+        for name in ("autocast", "step_autocast"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, torch.dtype):
+                raise TypeError(
+                    f"TrainConfig.{name} must be a torch.dtype or None, got "
+                    f"{value!r}."
+                )
         if not isinstance(self.channels_last, bool):
             raise TypeError(
                 f"TrainConfig.channels_last must be a bool, got {self.channels_last!r}."
             )
 
-    def with_precision(self, autocast, device):
-        """A copy running in ``autocast`` on ``device``.
+    def with_precision(self, autocast, device, step_autocast=None):
+        """A copy running in ``autocast`` (steps: ``step_autocast``) on ``device``.
 
         The memory format follows the device (the rule is
         :func:`sktransfer._runtime.training_channels_last`, for fitting and for
         loading a saved model on another device).
         """
         channels_last = training_channels_last(torch.device(device))
-        return dataclasses.replace(self, autocast=autocast, channels_last=channels_last)
+        return dataclasses.replace(
+            self,
+            autocast=autocast,
+            channels_last=channels_last,
+            step_autocast=step_autocast,
+        )
 
     def to_dict(self):
         """The fields as a plain dict (what a saved model file records)."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return {
+            f.name: getattr(self, f.name)
+            for f in dataclasses.fields(self)
+            if f.name != "step_autocast"  # how it trained, not what it is
+        }
 
     @classmethod
     def from_dict(cls, values, freeze_epochs=0):
@@ -490,6 +507,39 @@ def frozen_features(module, loader, device):
     return torch.cat(feats), torch.cat(ys)
 
 
+# ----------------------------------------------------------- mixed-precision steps
+class FP32DepthwiseConv2d(nn.Conv2d):
+    """A depthwise ``nn.Conv2d`` that runs in fp32 inside a bf16 autocast region.
+
+    oneDNN's bf16 depthwise kernels (forward and backward) were slower than
+    its fp32 ones on the CPU where bf16 training steps were measured, while
+    its bf16 1x1 convolutions were faster: the steps keep the first in fp32.
+    Swapped in (a class change, no new parameters) by :func:`depthwise_fp32`
+    for the length of a fit only.
+    """
+
+    def _conv_forward(self, input, weight, bias):
+        with torch.autocast(input.device.type, enabled=False):
+            return super()._conv_forward(input.float(), weight, bias)
+
+
+@contextlib.contextmanager
+def depthwise_fp32(module):
+    """Inside the block, ``module``'s depthwise convolutions run in fp32."""
+    swapped = [
+        m
+        for m in module.modules()
+        if type(m) is nn.Conv2d and m.groups > 1 and m.groups == m.in_channels
+    ]
+    for m in swapped:
+        m.__class__ = FP32DepthwiseConv2d
+    try:
+        yield
+    finally:
+        for m in swapped:
+            m.__class__ = nn.Conv2d
+
+
 # ------------------------------------------------------------------------ the RNG
 class OwnedRNG:
     """A fit's own stream of torch's global RNG, swapped in where it is needed.
@@ -754,6 +804,8 @@ class FineTuneNet(NeuralNetClassifier):
 
     def _autocast(self):
         dtype = self.config.autocast
+        if self.config.step_autocast is not None and self.module_.training:
+            dtype = self.config.step_autocast
         if dtype is None:
             return contextlib.nullcontext()
         return torch.autocast(torch.device(self.device).type, dtype=dtype)

@@ -81,6 +81,9 @@ def test_cached_equals_uncached_without_augmentation(train_layers):
     X, y = bands(24)
     kw = dict(
         **TINY,
+        # fp32 steps: on a CPU with native bf16, "auto" trains the cached fit's
+        # steps in bf16 (test_bf16_steps_only_with_the_cache covers that)
+        precision="fp32",
         train_layers=train_layers,
         augment=None,
         head_init="xavier",
@@ -539,7 +542,8 @@ def test_head_epochs_train_on_stored_body_outputs():
     """A frozen-body fit stored the body's outputs: LP-FT's head epochs reuse them."""
     X, y = bands(24)
     kw = dict(
-        **TINY, augment="light", augment_views=2, batch_size=8, random_state=0
+        **TINY, augment="light", augment_views=2, batch_size=8, random_state=0,
+        precision="fp32",  # the stored rows are fp32: compare like with like
     )
     alone = FineTunedClassifier(**kw, train_layers=2, freeze_epochs=2, max_epochs=3)
     alone.fit(X, y)
@@ -565,3 +569,56 @@ def test_stored_body_outputs_need_every_view():
         **kw, train_layers=2, augment_views=2, freeze_epochs=1, max_epochs=2
     ).fit(X, y)
     assert "stored body outputs" not in more_views.policy_["cache"]
+
+
+# ------------------------------------------------------------- bf16 steps
+@pytest.mark.parametrize("fast_bf16", [True, False], ids=["bf16-cpu", "no-bf16"])
+def test_bf16_steps_only_with_the_cache(fast_bf16):
+    from torch import nn
+
+    from sktransfer._runtime import force_cpu_bf16
+    from sktransfer._training import FP32DepthwiseConv2d
+
+    X, y = bands(24)
+    kw = dict(**TINY, augment=None, max_epochs=2, batch_size=8, random_state=0)
+    seen = []
+
+    class Spy(Callback):  # what the steps run in, seen from inside the fit
+        def on_batch_end(self, net, batch=None, training=False, **kwargs):
+            if training:
+                with net._autocast():
+                    seen.append(torch.get_autocast_dtype("cpu"))
+                    seen.append(torch.is_autocast_enabled("cpu"))
+                types = {type(m) for m in net.module_.modules()}
+                seen.append(FP32DepthwiseConv2d in types)
+
+    with force_cpu_bf16(fast_bf16):
+        cached = FineTunedClassifier(**kw, train_layers=2, callbacks=[Spy()]).fit(X, y)
+        steps = list(seen)
+        seen.clear()
+        plain = FineTunedClassifier(
+            **kw, train_layers=2, cache=False, callbacks=[Spy()]
+        ).fit(X, y)
+    fp32 = FineTunedClassifier(**kw, train_layers=2, precision="fp32").fit(X, y)
+    if fast_bf16:
+        assert cached.policy_["precision"].startswith("bf16 training steps")
+        assert steps[:3] == [torch.bfloat16, True, True]
+        # the depthwise convolutions are plain again: nothing of it is saved
+        assert not any(
+            isinstance(m, FP32DepthwiseConv2d) for m in cached.net_.module_.modules()
+        )
+        assert any(
+            type(m) is nn.Conv2d and m.groups > 1 for m in cached.net_.module_.modules()
+        )
+        # the same model up to bf16 rounding of the trained units
+        np.testing.assert_allclose(
+            cached.predict_proba(X), fp32.predict_proba(X), atol=0.05
+        )
+    else:
+        assert cached.policy_["precision"] == "fp32"
+        assert steps[1] is False and steps[2] is False
+        assert_same_state(state(cached), state(fp32), atol=0)
+    # without the cache the frozen part would run in bf16 too: fp32 steps
+    assert plain.policy_["precision"] == "fp32"
+    assert seen[1] is False and seen[2] is False
+    assert "step_autocast" not in cached.net_.config.to_dict()

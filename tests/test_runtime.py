@@ -130,7 +130,10 @@ def test_finetuned_classifier_bf16_and_auto_paths(fast_bf16, images):
             clf = FineTunedClassifier(**kw, precision="bf16").fit(images, y)
             bf16 = clf.predict_proba(images)
     fp32 = FineTunedClassifier(**kw, precision="fp32").fit(images, y)
-    np.testing.assert_allclose(auto, fp32.predict_proba(images), rtol=1e-5, atol=1e-6)
+    # "auto" is fp32, except for the training steps of a cached fit on a CPU
+    # with native bf16 (bf16 steps, depthwise convolutions fp32)
+    tol = {"atol": 0.05} if fast_bf16 else {"rtol": 1e-5, "atol": 1e-6}
+    np.testing.assert_allclose(auto, fp32.predict_proba(images), **tol)
     assert np.isfinite(bf16).all()
     np.testing.assert_allclose(bf16.sum(1), 1, rtol=1e-5)
     assert np.abs(bf16 - auto).max() < 0.2  # same model up to bf16 rounding
