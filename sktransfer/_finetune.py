@@ -762,7 +762,12 @@ class FineTunedClassifier(
         init = self.policy_["head_init"]
         if init not in ("class_means", "lp"):
             return
-        feats, labels = frozen_features(module, data.plain, device)
+        stored = getattr(data.train, "head_rows", None)
+        if stored is not None:  # the frozen body's outputs, already stored
+            feats = torch.stack([stored.get(i, 0) for i in data.train_idx]).flatten(1)
+            labels = torch.as_tensor(y[data.train_idx])
+        else:
+            feats, labels = frozen_features(module, data.plain, device)
         n_classes = len(self.classes_)
         with torch.no_grad():
             if init == "class_means":
