@@ -66,7 +66,7 @@ __all__ = [
     "checkpoint_index",
     "lookup",
     "plan_cut",
-    "units_digest",
+    "units_fingerprint",
 ]
 
 #: RAM budget (bytes) of all activation stores together; beyond it, memmap slabs.
@@ -218,7 +218,7 @@ def _new_slab(rows, width):
     return np.memmap(f, np.float32, mode="w+", shape=(rows, width)), f
 
 
-def units_digest(units):
+def units_fingerprint(units):
     """A fingerprint of the tensors of ``units``: changes when one is modified.
 
     Each parameter and buffer's identity, storage and version counter (bumped
@@ -390,7 +390,7 @@ class ActivationSet:
         self.shape = shape = tuple(out.shape[1:])
         self.base_spec = spec
         self.spec = f"{spec}|cut={units[cut - 1][0]}|shape={shape}"
-        self.prefix_digest = units_digest(self.prefix)
+        self.prefix_fingerprint = units_fingerprint(self.prefix)
         self.store = _store_for(self.spec, shape)
         self.disk = None if disk is None else disk(self.spec, self.store.width)
         n_forwards = len(digests) * (self.n_views + 1)
@@ -461,9 +461,13 @@ class ActivationSet:
             return [store.index[k] for k in keys]
 
     def _put(self, keys, arr):
-        store = self.store
-        slab, f = _new_slab(len(keys), store.width)
+        slab, f = _new_slab(len(keys), self.store.width)
         slab[:] = arr.reshape(len(keys), -1)
+        self._publish(keys, slab, f)
+
+    def _publish(self, keys, slab, f):
+        """Rows ``slab[j]`` of ``keys[j]`` join the store (one slab, one file)."""
+        store = self.store
         with store.lock:
             store.slabs.append((slab, f))
             for row, k in enumerate(keys):
@@ -485,6 +489,10 @@ class ActivationSet:
 
     @torch.no_grad()
     def _compute(self, missing, keys, view):
+        # One slab for all the missing rows of this view, filled batch by
+        # batch: past the RAM budget a slab is a file, and a file per batch
+        # ran a long session out of file descriptors.
+        slab, f = _new_slab(len(missing), self.store.width)
         for start in range(0, len(missing), self.batch_size):
             idx = missing[start : start + self.batch_size]
             batch = self._inputs(idx, view).to(self.device)
@@ -492,19 +500,19 @@ class ActivationSet:
                 out = self.run(batch).float().cpu().numpy()
             FORWARDS["derived" if self.source is not None else "prefix"] += len(idx)
             out = out.reshape(len(idx), -1)
-            batch_keys = [keys[i] for i in idx]
-            self._put(batch_keys, out)
+            slab[start : start + len(idx)] = out
             if self.disk is not None:
-                self.disk.store(np.array(batch_keys), out)
+                self.disk.store(np.array([keys[i] for i in idx]), out)
+        self._publish([keys[i] for i in missing], slab, f)
 
     def shortcuts(self):
-        """``[(spec, units before, units after, digest of the units before)]``.
+        """``[(spec, units before, units after, fingerprint of the units before)]``.
 
         This set's store, then its checkpoint's: where a fitted model can
-        start from stored rows. The digest tells whether the frozen units
+        start from stored rows. The fingerprint tells whether the frozen units
         still hold the weights the rows were computed with.
         """
-        out = [(self.spec, self.prefix, self.suffix, self.prefix_digest)]
+        out = [(self.spec, self.prefix, self.suffix, self.prefix_fingerprint)]
         if self.source is not None:
             out += self.source.shortcuts()
         return out

@@ -34,7 +34,7 @@ from ._activations import (
     checkpoint_index,
     lookup,
     plan_cut,
-    units_digest,
+    units_fingerprint,
 )
 from ._augment import make_augmentation
 from ._backbones import (
@@ -241,14 +241,19 @@ class FineTunedClassifier(
         Per-class weights in the loss, as in sklearn.
     device : {"auto", "cpu", "cuda", "cuda:N"}, default="auto"
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
-        Training and prediction precision. ``"auto"`` never changes results
-        materially: fp32 on every CPU, bf16 autocast on CUDA when supported.
-        ``"bf16"`` (autocast + channels_last) is an explicit trade of accuracy
+        Training and prediction precision. ``"auto"``: fp32 on the CPU, except
+        the training steps of a fit with the activation cache on a CPU with
+        native bf16 (AMX / AVX-512 bf16): those run in bf16 autocast with the
+        depthwise convolutions in fp32, measured faster and accuracy-neutral
+        (see the performance guide); the cache, the head initialisation and
+        every prediction stay fp32. On CUDA, bf16 autocast when supported.
+        ``policy_["precision"]`` reports what ran. ``"fp32"``: fp32
+        everywhere. ``"bf16"`` (autocast + channels_last for everything,
+        frozen part and predictions included) is an explicit trade of accuracy
         for speed: for frozen EfficientNet-Lite0 codes it moved them by 8-11%
         (relative L2) and cost 0.9 accuracy points downstream (see
-        :class:`CNNFeatureExtractor`); bf16 training was 1.7x faster for
-        ResNet-18 but 0.83x for EfficientNet-Lite0 on an AMX CPU, and is
-        emulated (about 10x slower) on CPUs without AMX / AVX-512 bf16.
+        :class:`CNNFeatureExtractor`); it is emulated (about 10x slower) on
+        CPUs without AMX / AVX-512 bf16.
     engine : {"auto", "onnxruntime", "torch"}, default="auto"
         What runs the fine-tuned network in ``predict`` / ``predict_proba`` /
         ``decision_function`` (training always runs in torch).
@@ -337,12 +342,19 @@ class FineTunedClassifier(
     only the rest: an epoch of ``train_layers=3`` on EfficientNet-Lite0 costs
     a fraction of a forward pass. The cache is shared, within the process, by
     epochs, CV folds and grid candidates that have the same frozen part (same
-    images, weights, cut, preprocessing). Without augmentation the cached fit
-    gives the weights of the uncached one (``cache=False``) within float
-    tolerance. ``bn="train"`` and ``train_layers="all"`` cannot be cached
-    (``verbose`` says so). The cut follows the body's top-level children (the
-    stages of ``blocks`` / ``features`` / ``layer`` containers), checked once
-    against the network's own forward.
+    images, weights, cut, preprocessing); cuts past the network's last
+    downsampling block derive from one shared checkpoint at that block's
+    input, so a grid over ``train_layers`` runs the high-resolution layers
+    once per image and view. In the same process, ``predict`` starts from
+    the stored activations of images a fit has seen (a CV split's held-out
+    fold trained in the other split), and LP-FT's head-only epochs train on
+    stored outputs of the frozen body when another fit left them. Without
+    augmentation the cached fit gives the weights of the uncached one
+    (``cache=False``) within float tolerance. ``bn="train"`` and
+    ``train_layers="all"`` cannot be cached (``verbose`` says so). The cut
+    follows the body's top-level children (the stages of ``blocks`` /
+    ``features`` / ``layer`` containers), checked once against the network's
+    own forward. The user guide's "The activation cache" has the details.
 
     **Default policy** (``train_layers``, ``head_init``, ``augment``,
     ``augment_views`` = ``"auto"`` and the defaults ``head="cosine"``,
@@ -1048,7 +1060,7 @@ class FineTunedClassifier(
         digests = image_digests(images)
         module = net.module_.eval()
         for spec, prefix, units, fingerprint in stores:
-            if units_digest(prefix) != fingerprint:
+            if units_fingerprint(prefix) != fingerprint:
                 continue  # the frozen units changed since the rows were stored
             found, rows = lookup(spec, digests[todo])
             if rows is None:

@@ -24,9 +24,11 @@ One owner for the runtime policy that both image estimators (and the CLI) share:
   networks, inference engines, ONNX Runtime sessions, weight digests, cache
   indexes) are registered here, and one call empties them all.
 
-``precision="auto"`` never trades accuracy for speed on its own: on the CPU it is
-fp32 whatever the instructions. bf16 is an explicit choice (its measured cost is
-in the estimators' docstrings).
+``precision="auto"`` never trades accuracy for speed on its own: on the CPU,
+codes and predictions are fp32 whatever the instructions, and only the training
+steps of a cached fine-tune use bf16 where that was measured faster with the
+same accuracy (:func:`training_step_autocast`). bf16 everywhere is an explicit
+choice (its measured cost is in the estimators' docstrings).
 """
 
 from __future__ import annotations
@@ -168,9 +170,8 @@ def training_autocast(precision, device):
     """Autocast dtype used for training (``None`` is fp32).
 
     ``"auto"``: bf16 autocast on CUDA when supported, fp32 otherwise and on every
-    CPU (bf16 training was 1.7x faster for ResNet-18 but 0.83x for
-    EfficientNet-Lite0 on one AMX CPU, and its accuracy cost was not measured:
-    ask for it with ``precision="bf16"``).
+    CPU. On a CPU with native bf16 the training steps of a cached fit differ:
+    :func:`training_step_autocast`.
     """
     if precision == "auto":
         if device.type == "cuda" and torch.cuda.is_bf16_supported():
