@@ -189,8 +189,9 @@ def training_step_autocast(precision, device):
     (:func:`sktransfer._training.depthwise_fp32`), while the cached frozen
     prefix, the head initialisation, the BatchNorm recalibration and every
     prediction stay fp32. On an AMD EPYC with AVX-512 bf16 a training step of
-    EfficientNet-Lite0's last stages took 0.75x the fp32 time (all-bf16,
-    depthwise included, took 1.6x), ResNet-18's 0.56x, and the low-data
+    EfficientNet-Lite0's last stages took 0.82x the channels_last fp32 time
+    (all-bf16, depthwise included, took 1.8x), ResNet-18's 0.60x
+    (``benchmarks/train_format.py``), and the low-data
     recipe's test accuracy was unchanged (0.803 vs 0.803, 3 seeds; the user
     guide's fine-tuning page). Not measured on AMX. ``"fp32"`` turns it off;
     elsewhere the steps follow :func:`training_autocast`.
