@@ -233,6 +233,16 @@ def units_fingerprint(units):
     )
 
 
+def _cut_spec(base, unit, shape=None):
+    """Key of the store of a prefix ending at ``unit`` with outputs of ``shape``.
+
+    The one format: sets write their rows under it, and
+    :meth:`ActivationSet.body_outputs` looks a deeper cut's store up by its
+    beginning (``shape=None``).
+    """
+    return f"{base}|cut={unit}|shape=" + ("" if shape is None else f"{shape}")
+
+
 def _checkpoint_fits(spec, nbytes):
     """Whether a checkpoint store may be used: it exists, or ``nbytes`` fit in RAM."""
     with _STORES_LOCK:
@@ -389,7 +399,7 @@ class ActivationSet:
                 checkpoint, out = None, run_units(self.prefix, probe)
         self.shape = shape = tuple(out.shape[1:])
         self.base_spec = spec
-        self.spec = f"{spec}|cut={units[cut - 1][0]}|shape={shape}"
+        self.spec = _cut_spec(spec, units[cut - 1][0], shape)
         self.prefix_fingerprint = units_fingerprint(self.prefix)
         self.store = _store_for(self.spec, shape)
         self.disk = None if disk is None else disk(self.spec, self.store.width)
@@ -397,7 +407,7 @@ class ActivationSet:
         # the checkpoint: the shared store the rows derive from, or None
         self.source = None
         if checkpoint is not None and _checkpoint_fits(
-            f"{spec}|cut={units[checkpoint - 1][0]}|shape={ck_shape}",
+            _cut_spec(spec, units[checkpoint - 1][0], ck_shape),
             n_forwards * int(np.prod(ck_shape)) * 4,
         ):
             self.source = ActivationSet(
@@ -534,7 +544,7 @@ class ActivationSet:
         """
         if not self.suffix:
             return None
-        start = f"{self.base_spec}|cut={self.suffix[-1][0]}|shape="
+        start = _cut_spec(self.base_spec, self.suffix[-1][0])
         with _STORES_LOCK:
             store = next((s for k, s in _STORES.items() if k.startswith(start)), None)
         if store is None:

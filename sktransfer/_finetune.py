@@ -318,7 +318,9 @@ class FineTunedClassifier(
         The values the ``"auto"`` parameters took (``train_layers``,
         ``head_init``, ``augment``, ``augment_views``) and where the activation
         cache cut the network (``"cache"``: ``"after <unit> ..."`` or
-        ``"off: <reason>"``). ``verbose >= 1`` prints it after fit.
+        ``"off: <reason>"``), and the arithmetic of the fit (``"precision"``:
+        ``"fp32"``, or bf16 training steps; see ``precision``). ``verbose >= 1``
+        prints it after fit.
     n_features_in_ : int
         Only set when ``input_shape`` is given.
 
