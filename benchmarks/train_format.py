@@ -1,7 +1,7 @@
 """Training step on the CPU: NCHW vs channels_last (fp32) vs bf16 autocast.
 
 The last variant, bf16 with the depthwise convolutions in fp32
-(``sktransfer._training.depthwise_fp32``), is what ``precision="auto"`` runs
+(``sktransfer._training.fp32_convs``), is what ``precision="auto"`` runs
 the steps of a cached fit in on a CPU with native bf16.
 
 Issue 13 item 5: a memory format or precision is used for training only where
@@ -36,7 +36,7 @@ from _bench import Log, cpu_kind  # noqa: E402
 from torch import nn  # noqa: E402
 
 from sktransfer import load_backbone  # noqa: E402
-from sktransfer._training import depthwise_fp32  # noqa: E402
+from sktransfer._training import bf16_unsafe_convs, fp32_convs  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "train_format.txt"
 
@@ -50,9 +50,14 @@ def step(module, x, autocast):
     out.float().sum().backward()
 
 
-def step_dw_fp32(module, x, autocast):
-    with depthwise_fp32(module):
-        step(module, x, autocast)
+def step_fp32_convs(convs):
+    """A bf16 step with ``convs`` in fp32 (what the cached fit's steps run)."""
+
+    def run(module, x, autocast):
+        with fp32_convs(convs):
+            step(module, x, autocast)
+
+    return run
 
 
 def bench(suffix, h):
@@ -63,7 +68,12 @@ def bench(suffix, h):
         "NCHW fp32": (suffix, h, False, step),
         "channels_last fp32": (cl, hcl, False, step),
         "channels_last bf16": (cl, hcl, True, step),
-        "cl bf16, dw fp32": (cl, hcl, True, step_dw_fp32),
+        "cl bf16, dw fp32": (
+            cl,
+            hcl,
+            True,
+            step_fp32_convs(bf16_unsafe_convs(cl, hcl[:2])),
+        ),
     }
     times = {k: [] for k in variants}
     for _ in range(4):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
 import warnings
 from numbers import Integral, Real
@@ -53,11 +52,9 @@ from ._heads import build_head, class_means, fit_linear_probe
 from ._images import Preprocessor, iter_batches, resolve_num_workers
 from ._labels import check_no_missing_labels, check_sample_weight
 from ._runtime import (
+    dtype_name,
     keep_freed_memory,
-    resolve_device,
-    resolve_engine,
-    training_autocast,
-    training_step_autocast,
+    resolve_policy,
 )
 from ._training import (
     FineTuneModule,
@@ -68,8 +65,9 @@ from ._training import (
     TrainConfig,
     WeightedCrossEntropy,
     adabn,
-    depthwise_fp32,
+    bf16_unsafe_convs,
     export_state,
+    fp32_convs,
     frozen_features,
     is_stochastic,
     make_loader,
@@ -94,9 +92,6 @@ class _FitData(NamedTuple):
     acts: ActivationSet | None  # the activation cache, when it is on
 
 
-# Exporting the fine-tuned net to ONNX costs seconds: with engine="auto" it is
-# worth it from a few hundred images on (then kept for every later call).
-_ENGINE_MIN_IMAGES = 256
 # The default policy (train_layers / augment / augment_views = "auto"); see the
 # class docstring and docs/user_guide/fine_tuning.rst. train_layers="auto" is
 # the blocks after the last downsampling (_backbones.last_resolution_blocks);
@@ -106,18 +101,15 @@ _AUTO_AUGMENT = ("flip", "translate")
 _AUTO_VIEWS = 4
 
 
-def _precision_policy(config):
+def _precision_policy(config, runtime):
     """How a fit's arithmetic ran, for ``policy_["precision"]``."""
     if config.step_autocast is not None:
         return (
-            f"{_dtype_name(config.step_autocast)} training steps (depthwise "
-            f"convolutions fp32); {_dtype_name(config.autocast)} cache and predictions"
+            f"{dtype_name(config.step_autocast)} training steps (depthwise and "
+            f"sub-stride convolutions fp32); {dtype_name(config.autocast)} cache "
+            f"and predictions (CPU kind {runtime.cpu_kind})"
         )
-    return _dtype_name(config.autocast)
-
-
-def _dtype_name(dtype):
-    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
+    return dtype_name(config.autocast)
 
 
 class FineTunedClassifier(
@@ -579,8 +571,8 @@ class FineTunedClassifier(
             weight = weight * compute_sample_weight(self.class_weight, y)
         weight = weight.astype(np.float32)
         seed = int(check_random_state(self.random_state).randint(2**31 - 1))
-        device = resolve_device(self.device)
-        self._fit(images, y_enc, weight, seed, device)  # owns its RNG streams
+        runtime = resolve_policy(self.device, self.precision, self.engine)
+        self._fit(images, y_enc, weight, seed, runtime)  # owns its RNG streams
         return self
 
     # ------------------------------------------------------------------ policy
@@ -800,8 +792,12 @@ class FineTunedClassifier(
                 module.head.weight.copy_(w)
                 module.head.bias.copy_(b)
 
-    def _fit(self, images, y, weight, seed, device):
-        """The phases of ``fit``: module, data, head, training, fitted state."""
+    def _fit(self, images, y, weight, seed, runtime):
+        """The phases of ``fit``: module, data, head, training, fitted state.
+
+        ``runtime`` is the fit's :class:`~sktransfer._runtime.RuntimePolicy`.
+        """
+        device = runtime.device
         self.policy_ = self._resolve_policy(len(images))
         if device.type == "cpu":
             keep_freed_memory()  # autograd's buffers, reused instead of re-faulted
@@ -819,7 +815,7 @@ class FineTunedClassifier(
             l1=self.l1,
             optimizer=self.optimizer,
             freeze_epochs=min(self.freeze_epochs, self.max_epochs),
-        ).with_precision(training_autocast(self.precision, device), device)
+        ).with_policy(runtime)
         if config.channels_last:
             # before the activation cache: its prefix runs as the uncached fit's
             module.to(memory_format=torch.channels_last)
@@ -830,10 +826,8 @@ class FineTunedClassifier(
         if data.acts is not None:
             # only the units after the cached prefix run in the steps: the
             # frozen part stays what the cache computed (fp32 on the CPU)
-            config = dataclasses.replace(
-                config, step_autocast=training_step_autocast(self.precision, device)
-            )
-        self.policy_["precision"] = _precision_policy(config)
+            config = config.with_policy(runtime, cached=True)
+        self.policy_["precision"] = _precision_policy(config, runtime)
         self._init_head(module, data, device, y, weight)
         net, best = self._train(module, data, config, seed, rng, device)
         self._finish(net, module, best, config.trainable, data.acts)
@@ -933,11 +927,11 @@ class FineTunedClassifier(
             verbose=self.verbose,
         )
         net.rng_ = rng if is_stochastic(module) else None
-        steps_in = (
-            depthwise_fp32(module)
-            if config.step_autocast is not None
-            else contextlib.nullcontext()
-        )
+        steps_in = contextlib.nullcontext()
+        if config.step_autocast is not None:
+            p = self.preprocessing_
+            probe = torch.zeros(2, p.in_chans, *p.input_size, device=device)
+            steps_in = fp32_convs(bf16_unsafe_convs(module.body, probe))
         bns = module.trained_bns(config.trainable)
         if data.valid is not None and bns:
 
@@ -1083,9 +1077,10 @@ class FineTunedClassifier(
         """The engine that runs the fitted network for ``n_images`` images.
 
         Built lazily once per fitted model: torch first; with ``engine="auto"``
-        ONNX Runtime from the first call on ``_ENGINE_MIN_IMAGES`` images (the
-        export costs seconds), with ``"onnxruntime"`` from the first call. Kept
-        in ``_derived()``: never pickled, and replaced by every ``fit``.
+        ONNX Runtime from the first call on ``engine_min_images`` images (the
+        export costs seconds; :class:`~sktransfer._runtime.RuntimePolicy`),
+        with ``"onnxruntime"`` from the first call. Kept in ``_derived()``:
+        never pickled, and replaced by every ``fit``.
         """
         net = self.net_
         derived = self._derived()
@@ -1094,27 +1089,23 @@ class FineTunedClassifier(
             engine = None  # set_params(engine=...) after fit takes effect
         elif engine is not None and (engine.kind != "torch" or derived["settled"]):
             return engine
-        device = torch.device(net.device)
-        autocast = net.config.autocast
-        kind = resolve_engine(self.engine, device, autocast)
-        if kind == "onnxruntime" and (
-            self.engine == "onnxruntime" or n_images >= _ENGINE_MIN_IMAGES
+        runtime = resolve_policy(torch.device(net.device), self.precision, self.engine)
+        if runtime.engine == "onnxruntime" and (
+            self.engine == "onnxruntime" or n_images >= runtime.engine_min_images
         ):
             module = net.module_
             p = self.preprocessing_
             engine = build_engine(
                 module,
-                engine=self.engine,
-                device=device,
-                autocast=autocast,
+                policy=runtime,
                 input_shape=(p.in_chans, *p.input_size),
                 digest=lambda: state_digest(module),
                 what=f"fine-tuned {type(module.head).__name__} logits",
             )
             settled = True  # ONNX Runtime, or torch after a warned fallback
         elif engine is None:
-            engine = TorchEngine(net.module_, device, autocast)
-            settled = kind == "torch"
+            engine = TorchEngine(net.module_, runtime)
+            settled = runtime.engine == "torch"
         else:
             return engine
         derived.update(engine=engine, settled=settled, engine_param=self.engine)

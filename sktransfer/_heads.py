@@ -21,7 +21,6 @@ import warnings
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from ._runtime import GLOBAL_RNG_LOCK
@@ -44,13 +43,26 @@ def _floating(x):
     return x if x.dtype == torch.float64 else x.float()
 
 
+#: Rows shorter than this have no direction: :func:`normalize_rows` maps them to 0.
+NORM_EPS = 1e-6
+
+
 def normalize_rows(x):
     """Rows of ``x`` (a tensor or an array) scaled to unit L2 norm.
 
-    Rows with a norm below 1e-12 are divided by 1e-12 (a zero row stays zero).
-    float64 stays float64, other inputs become float32.
+    A row whose norm is below :data:`NORM_EPS` has no direction: it becomes a
+    zero row, and no gradient flows back through it. (``F.normalize`` divides
+    such rows by its ``eps`` instead, so the gradient of an all-zero feature
+    row is ``1 / eps`` = 1e12 times the upstream one: with a cosine head that
+    is what a dead feature row sends into the network.) Other rows are
+    ``x / ||x||`` exactly as ``F.normalize`` computes them. float64 stays
+    float64, other inputs become float32.
     """
-    return F.normalize(_floating(x), dim=1)
+    x = _floating(x)
+    norm = x.norm(2, dim=1, keepdim=True)
+    tiny = norm < NORM_EPS
+    scaled = x / torch.where(tiny, torch.ones_like(norm), norm)
+    return torch.where(tiny, torch.zeros_like(x), scaled)
 
 
 def class_sums(feats, labels, n_classes, sample_weight=None, normalize=True):
@@ -100,8 +112,12 @@ def class_means(feats, labels, n_classes, sample_weight=None):
 
 
 def cosine_logits(x, weight, scale):
-    """``scale * normalize(x) @ normalize(weight).T`` (rows normalized)."""
-    return scale * normalize_rows(x) @ F.normalize(weight, dim=1).T
+    """``scale * normalize(x) @ normalize(weight).T`` (rows normalized).
+
+    Rows of ``x`` without a direction (:func:`normalize_rows`) score 0 for
+    every class.
+    """
+    return scale * normalize_rows(x) @ normalize_rows(weight).T
 
 
 class CosineHead(nn.Module):

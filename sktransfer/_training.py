@@ -23,7 +23,7 @@ from torch import nn
 from ._activations import run_units
 from ._backbones import backbone_stages
 from ._heads import CosineHead, build_head  # noqa: F401 - re-exported
-from ._runtime import GLOBAL_RNG_LOCK, training_channels_last
+from ._runtime import GLOBAL_RNG_LOCK
 
 _BN = nn.modules.batchnorm._BatchNorm
 # Resized training images are kept in memory when they fit in this budget, so an
@@ -60,12 +60,13 @@ class TrainConfig:
     autocast : torch.dtype or None, default=None
         Autocast dtype of training and torch inference; None for fp32.
     channels_last : bool, default=False
-        Run the network in channels-last memory format (CPU autocast).
+        Run the network in channels-last memory format.
     step_autocast : torch.dtype or None, default=None
         Autocast dtype of the training steps alone, when they differ from
-        ``autocast`` (see :func:`sktransfer._runtime.training_step_autocast`):
-        bf16 steps, depthwise convolutions in fp32, everything else as
-        ``autocast`` says. Not saved with a model (loaded models do not train).
+        ``autocast`` (:attr:`sktransfer._runtime.RuntimePolicy.step_autocast`):
+        bf16 steps with the convolutions of :func:`bf16_unsafe_convs` in fp32,
+        everything else as ``autocast`` says. Not saved with a model (loaded
+        models do not train).
     """
 
     trainable: frozenset[str]
@@ -110,27 +111,25 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None and not isinstance(value, torch.dtype):
                 raise TypeError(
-                    f"TrainConfig.{name} must be a torch.dtype or None, got "
-                    f"{value!r}."
+                    f"TrainConfig.{name} must be a torch.dtype or None, got {value!r}."
                 )
         if not isinstance(self.channels_last, bool):
             raise TypeError(
                 f"TrainConfig.channels_last must be a bool, got {self.channels_last!r}."
             )
 
-    def with_precision(self, autocast, device, step_autocast=None):
-        """A copy running in ``autocast`` (steps: ``step_autocast``) on ``device``.
-
-        The memory format follows the device (the rule is
-        :func:`sktransfer._runtime.training_channels_last`, for fitting and for
-        loading a saved model on another device).
+    def with_policy(self, policy, cached=False):
+        """A copy that runs as ``policy`` (a :class:`~sktransfer._runtime.
+        RuntimePolicy`) says: its training autocast and memory format, and,
+        for a ``cached`` fit (only the units after the activation cache's cut
+        train), its step autocast. For fitting, and for loading a saved model
+        on another machine.
         """
-        channels_last = training_channels_last(torch.device(device))
         return dataclasses.replace(
             self,
-            autocast=autocast,
-            channels_last=channels_last,
-            step_autocast=step_autocast,
+            autocast=policy.train_autocast,
+            channels_last=policy.channels_last,
+            step_autocast=policy.step_autocast if cached else None,
         )
 
     def to_dict(self):
@@ -508,14 +507,12 @@ def frozen_features(module, loader, device):
 
 
 # ----------------------------------------------------------- mixed-precision steps
-class FP32DepthwiseConv2d(nn.Conv2d):
-    """A depthwise ``nn.Conv2d`` that runs in fp32 inside a bf16 autocast region.
+class FP32Conv2d(nn.Conv2d):
+    """An ``nn.Conv2d`` that runs in fp32 inside a bf16 autocast region.
 
-    oneDNN's bf16 depthwise kernels (forward and backward) were slower than
-    its fp32 ones on the CPU where bf16 training steps were measured, while
-    its bf16 1x1 convolutions were faster: the steps keep the first in fp32.
-    Swapped in (a class change, no new parameters) by :func:`depthwise_fp32`
-    for the length of a fit only.
+    Swapped in (a class change, no new parameters) by :func:`fp32_convs` for
+    the length of a fit only, for the two kinds of convolution that the bf16
+    training steps keep in fp32 (:func:`bf16_unsafe_convs`).
     """
 
     def _conv_forward(self, input, weight, bias):
@@ -523,20 +520,68 @@ class FP32DepthwiseConv2d(nn.Conv2d):
             return super()._conv_forward(input.float(), weight, bias)
 
 
+def _is_depthwise(m):
+    return m.groups > 1 and m.groups == m.in_channels
+
+
+def bf16_unsafe_convs(module, probe):
+    """The convolutions of ``module`` that bf16 training steps keep in fp32.
+
+    * Depthwise convolutions: oneDNN's bf16 depthwise kernels (forward and
+      backward) were slower than its fp32 ones on the CPU where bf16 steps were
+      measured, while its bf16 1x1 convolutions were faster
+      (``benchmarks/train_format.py``).
+    * Convolutions whose input is smaller than their stride in some dimension
+      (a 3x3 stride-2 convolution on a 1x1 map: the last stages of a small
+      network at a small input size). oneDNN's bf16 weight gradient for them
+      is garbage (up to 1e37, or NaN, different from run to run) while the
+      forward pass and the input gradient are right:
+      ``benchmarks/bf16_conv_grad.py`` scans the shapes on the CPU at hand.
+      This is what made the bf16 steps' loss NaN on an AMX Xeon.
+
+    Parameters
+    ----------
+    module : nn.Module
+        Run once on ``probe`` (in eval mode, without gradients; every module's
+        mode is restored after) to read the input shape of every convolution.
+    probe : torch.Tensor
+        A batch of inputs of the fit's size.
+
+    Returns
+    -------
+    convs : list of nn.Conv2d
+    """
+    small = set()
+
+    def record(m, inputs):
+        h, w = inputs[0].shape[-2:]
+        if h < m.stride[0] or w < m.stride[1]:
+            small.add(m)
+
+    convs = [m for m in module.modules() if type(m) is nn.Conv2d]
+    hooks = [m.register_forward_pre_hook(record) for m in convs]
+    modes = {m: m.training for m in module.modules()}
+    try:
+        module.eval()
+        with torch.no_grad():
+            module(probe)
+    finally:
+        for h in hooks:
+            h.remove()
+        for m, training in modes.items():
+            m.training = training
+    return [m for m in convs if m in small or _is_depthwise(m)]
+
+
 @contextlib.contextmanager
-def depthwise_fp32(module):
-    """Inside the block, ``module``'s depthwise convolutions run in fp32."""
-    swapped = [
-        m
-        for m in module.modules()
-        if type(m) is nn.Conv2d and m.groups > 1 and m.groups == m.in_channels
-    ]
-    for m in swapped:
-        m.__class__ = FP32DepthwiseConv2d
+def fp32_convs(convs):
+    """Inside the block, the convolutions ``convs`` run in fp32 (see above)."""
+    for m in convs:
+        m.__class__ = FP32Conv2d
     try:
         yield
     finally:
-        for m in swapped:
+        for m in convs:
             m.__class__ = nn.Conv2d
 
 
