@@ -53,7 +53,11 @@ import torch
 from torch import nn
 
 from ._backbones import sequential_units
-from ._runtime import process_cache, seeded_global_rng
+from ._runtime import (
+    process_cache,
+    resolve_policy,
+    seeded_global_rng,
+)
 
 __all__ = [
     "ACTIVATION_RAM_BYTES",
@@ -72,12 +76,9 @@ __all__ = [
 #: RAM budget (bytes) of all activation stores together; beyond it, memmap slabs.
 ACTIVATION_RAM_BYTES = 1 << 30
 #: Images run through frozen prefixes in this process (tests and benchmarks).
-FORWARDS = Counter()
-#: From this many prefix forwards on (images x views), a CPU fp32 prefix runs
-#: on ONNX Runtime (the export costs seconds once, then the graph is on disk),
-#: checked against eager on a probe batch. Fewer forwards run eagerly, bit for
-#: bit as the uncached fit would.
-TRACE_MIN_FORWARDS = 256
+FORWARDS = process_cache("forwards", Counter)
+#: Exported prefixes, ``(store spec, first unit run) -> engine or None``.
+_PREFIX_ENGINES = process_cache("activation_engines")
 
 _STORES = process_cache("finetune_activations")
 _STORES_LOCK = threading.Lock()
@@ -193,7 +194,6 @@ class _Store:
         self.index = {}
         self.slabs = []  # (array, file or None)
         self.lock = threading.Lock()
-        self.engines = {}  # first unit run -> its exported units, built once
 
     def ram_bytes(self):
         return sum(a.nbytes for a, f in self.slabs if f is None)
@@ -298,7 +298,7 @@ def _view_seed(digest, view, seed):
     return int.from_bytes(h.digest(), "little") & ((1 << 63) - 1)
 
 
-def _prefix_engine(prefix, probe, spec):
+def _prefix_engine(prefix, probe, spec, policy):
     """Frozen units exported to ONNX Runtime; None when that is not possible.
 
     The graph is checked against eager and cached on disk by
@@ -312,9 +312,7 @@ def _prefix_engine(prefix, probe, spec):
     digest = hashlib.blake2b(spec.encode(), digest_size=16).hexdigest()
     engine = build_engine(
         seq,
-        engine="auto",
-        device=torch.device("cpu"),
-        autocast=None,
+        policy=policy,
         input_shape=tuple(probe.shape[1:]),
         digest=lambda: digest,
         what="fine-tuning prefix",
@@ -430,18 +428,20 @@ class ActivationSet:
             units_run = self.prefix
         # rows[v][i]: (slab, row) of view v of image i
         self.run = lambda x: run_units(units_run, x)
+        policy = resolve_policy(device, "fp32")
         if (
             device.type == "cpu"
             and autocast is None
-            and n_forwards >= TRACE_MIN_FORWARDS
+            and n_forwards >= policy.trace_min_forwards
         ):
             start = units_run[0][0]
+            key = (self.spec, start)
             with self.store.lock:
-                if start not in self.store.engines:
-                    self.store.engines[start] = _prefix_engine(
-                        units_run, probe, f"{self.spec}|from={start}"
+                if key not in _PREFIX_ENGINES:
+                    _PREFIX_ENGINES[key] = _prefix_engine(
+                        units_run, probe, f"{self.spec}|from={start}", policy
                     )
-                engine = self.store.engines[start]
+                engine = _PREFIX_ENGINES[key]
             if engine is not None:
                 self.run = engine
         self.rows = [self._fill(v) for v in range(self.n_views + 1)]

@@ -1,4 +1,4 @@
-"""Inference engines: run a network the way :func:`_runtime.resolve_engine` chose.
+"""Inference engines: run a network the way :class:`_runtime.RuntimePolicy` chose.
 
 Two engines with one interface, ``engine(x) -> float32 CPU tensor``:
 
@@ -10,8 +10,8 @@ Two engines with one interface, ``engine(x) -> float32 CPU tensor``:
   computes, the input shape and the torch / onnx / onnxruntime versions, so a
   second process loads it instead of exporting again (export takes seconds).
 * :class:`TorchEngine`: the eager network in eval mode under
-  ``inference_mode``, channels_last, with autocast when a reduced precision is
-  asked for and pinned host memory on CUDA.
+  ``inference_mode`` (channels_last where the policy says), with autocast when
+  a reduced precision is asked for and pinned host memory on CUDA.
 
 :func:`build_engine` prefers what the policy says and falls back to torch with a
 ``UserWarning`` that says why (onnxruntime missing, export failure, a graph that
@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
-import threading
 import time
 import uuid
 import warnings
@@ -38,8 +37,8 @@ import torch
 from ._runtime import (
     GLOBAL_RNG_LOCK,
     engine_cache_dir,
+    named_lock,
     process_cache,
-    resolve_engine,
 )
 
 __all__ = [
@@ -60,8 +59,6 @@ _FORMAT = "sktransfer-onnx v1"
 EXPORTS = process_cache("onnx_exports")
 _SESSIONS = process_cache("onnx_sessions")
 _FAILURES = process_cache("onnx_failures")
-_LOCKS = process_cache("onnx_locks")
-_LOCK = threading.Lock()
 # engines of pretrained (never modified) backbone specs, shared in the process
 _SHARED = process_cache("engines")
 _SHARED_MAX = 16
@@ -73,25 +70,26 @@ class EngineFallback(Exception):
 
 # --------------------------------------------------------------------------- torch
 class TorchEngine:
-    """The eager network: eval mode, ``inference_mode``, channels_last.
+    """The eager network: eval mode, ``inference_mode``.
 
     Parameters
     ----------
     module : torch.nn.Module
-        Maps a normalized ``(b, c, h, w)`` batch to one tensor. Moved to
-        ``device`` and channels_last in place.
-    device : torch.device
-    autocast : torch.dtype or None
-        Autocast dtype (None: fp32).
+        Maps a normalized ``(b, c, h, w)`` batch to one tensor. Moved to the
+        policy's device (and memory format) in place.
+    policy : RuntimePolicy
+        Its ``device``, ``autocast`` (None: fp32) and ``channels_last``.
     """
 
     kind = "torch"
 
-    def __init__(self, module, device, autocast=None):
-        self.module = module.eval().to(device)
-        self.device = device
-        self.autocast = autocast
-        self.module.to(memory_format=torch.channels_last)
+    def __init__(self, module, policy):
+        self.module = module.eval().to(policy.device)
+        self.device = policy.device
+        self.autocast = policy.autocast
+        self.channels_last = policy.channels_last
+        if self.channels_last:
+            self.module.to(memory_format=torch.channels_last)
 
     def __call__(self, x):
         # Extraction and prediction run in eval mode whatever the module's flag:
@@ -102,7 +100,7 @@ class TorchEngine:
             x = x.pin_memory().to(self.device, non_blocking=True)
         else:
             x = x.to(self.device)
-        if x.ndim == 4:
+        if x.ndim == 4 and self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         autocast = (
             torch.autocast(self.device.type, dtype=self.autocast)
@@ -177,11 +175,11 @@ def graph_spec(digest, what, input_shape):
     return f"{_FORMAT}; weights {digest}; {what}; input (batch, {shape}); {_versions()}"
 
 
-def _session(path):
+def _session(path, threads):
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.intra_op_num_threads = torch.get_num_threads()
+    options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3  # errors only: its warnings go to stderr
@@ -239,7 +237,7 @@ def _check_agrees(engine, module, input_shape):
         )
 
 
-def _onnx_engine(module, input_shape, digest, what):
+def _onnx_engine(module, input_shape, digest, what, threads):
     """An OnnxEngine for ``module``, from the disk cache or a fresh export."""
     try:
         import onnx  # noqa: F401 - needed by the exporter
@@ -252,10 +250,8 @@ def _onnx_engine(module, input_shape, digest, what):
     name = hashlib.blake2b(spec.encode(), digest_size=16).hexdigest()
     if name in _FAILURES:
         raise EngineFallback(_FAILURES[name])
-    with _LOCK:
-        lock = _LOCKS.setdefault(name, threading.Lock())
-    with lock:  # one export per graph, even from several threads
-        key = (name, torch.get_num_threads())
+    with named_lock(("onnx export", name)):  # one export per graph, any thread
+        key = (name, threads)
         if key in _SESSIONS:
             return _SESSIONS[key]
         folder = engine_cache_dir()
@@ -264,11 +260,13 @@ def _onnx_engine(module, input_shape, digest, what):
             engine = None
             if path.is_file():
                 try:
-                    engine = OnnxEngine(_session(path), path)
+                    engine = OnnxEngine(_session(path, threads), path)
                 except Exception:  # noqa: BLE001 - a damaged file: export again
                     engine = None
             if engine is None:
-                engine = _export_to_cache(module, input_shape, folder, name, spec)
+                engine = _export_to_cache(
+                    module, input_shape, folder, name, spec, threads
+                )
             try:
                 _check_agrees(engine, module, input_shape)
             except EngineFallback:
@@ -289,7 +287,7 @@ def _onnx_engine(module, input_shape, digest, what):
         return engine
 
 
-def _export_to_cache(module, input_shape, folder, name, spec):
+def _export_to_cache(module, input_shape, folder, name, spec, threads):
     """Export, publish atomically under ``folder`` and open a session on it."""
     import tempfile
 
@@ -326,7 +324,7 @@ def _export_to_cache(module, input_shape, folder, name, spec):
                 (folder / f"{name}.txt").write_text(spec + "\n")
             EXPORTS[str(path)] = seconds
         try:
-            return OnnxEngine(_session(path or tmp), path)
+            return OnnxEngine(_session(path or tmp, threads), path)
         except Exception as exc:  # noqa: BLE001 - ONNX Runtime rejects the graph
             first = (str(exc).strip().splitlines() or [""])[0][:300]
             if path is not None:
@@ -342,17 +340,16 @@ def _export_to_cache(module, input_shape, folder, name, spec):
 
 
 # --------------------------------------------------------------------------- build
-def build_engine(module, *, engine, device, autocast, input_shape, digest, what):
-    """The engine that runs ``module`` (eval mode, fp32 unless ``autocast``).
+def build_engine(module, *, policy, input_shape, digest, what):
+    """The engine that runs ``module`` (eval mode) as ``policy`` says.
 
     Parameters
     ----------
     module : torch.nn.Module
         Maps a normalized ``(b, *input_shape)`` batch to one tensor.
-    engine : {"auto", "onnxruntime", "torch"}
-        The estimator's parameter, resolved by :func:`_runtime.resolve_engine`.
-    device : torch.device
-    autocast : torch.dtype or None
+    policy : RuntimePolicy
+        Its preferred ``engine``, ``device``, ``autocast``, memory format and
+        ``threads`` (:func:`_runtime.resolve_policy`).
     input_shape : tuple of int
         ``(channels, height, width)`` of one input.
     digest : callable
@@ -365,25 +362,26 @@ def build_engine(module, *, engine, device, autocast, input_shape, digest, what)
     -------
     engine : OnnxEngine or TorchEngine
     """
-    kind = resolve_engine(engine, device, autocast)
     module.eval()
-    if kind == "onnxruntime":
+    if policy.engine == "onnxruntime":
         try:
-            if device.type != "cpu":
+            if policy.device.type != "cpu":
                 raise EngineFallback(
                     f"ONNX Runtime runs on the CPU only in sktransfer, and the "
-                    f"device is {device}"
+                    f"device is {policy.device}"
                 )
-            return _onnx_engine(module, tuple(input_shape), digest(), what)
+            return _onnx_engine(
+                module, tuple(input_shape), digest(), what, policy.threads
+            )
         except EngineFallback as exc:
             warnings.warn(
-                f"engine={engine!r}: {exc}. Running the network in torch instead "
+                f"engine='onnxruntime': {exc}. Running the network in torch instead "
                 f"(slower on the CPU). engine='torch' silences this "
                 f"warning.",
                 UserWarning,
                 stacklevel=3,
             )
-    return TorchEngine(module, device, autocast)
+    return TorchEngine(module, policy)
 
 
 def shared_engine(key, build):
@@ -392,9 +390,7 @@ def shared_engine(key, build):
     For pretrained backbone specs, which nobody modifies: clones, CV folds and
     grid-search candidates then export and load a graph once per process.
     """
-    with _LOCK:
-        lock = _LOCKS.setdefault(("engine", key), threading.Lock())
-    with lock:
+    with named_lock(("shared engine", key)):
         engine = _SHARED.get(key)
         if engine is None:
             engine = build()

@@ -20,7 +20,7 @@ from ._doclink import DocLinkMixin
 from ._engine import build_engine, shared_engine
 from ._engine import forward_halving as _forward_halving
 from ._images import Preprocessor, iter_batches
-from ._runtime import process_cache, resolve_device, resolve_engine, resolve_precision
+from ._runtime import process_cache, resolve_policy
 
 __all__ = ["CNNFeatureExtractor"]
 
@@ -335,22 +335,21 @@ class CNNFeatureExtractor(
         return self
 
     def _run_on(self):
-        """``(device, autocast dtype)`` for this machine (not pickled).
+        """The :class:`~sktransfer._runtime.RuntimePolicy` on this machine.
 
-        Changing ``device``, ``precision`` or ``engine`` after ``fit`` takes
-        effect: the engine and cache spec built for the old values are dropped.
+        Not pickled. Changing ``device``, ``precision`` or ``engine`` after
+        ``fit`` takes effect: the engine and cache spec built for the old
+        values are dropped.
         """
         derived = self._derived()
         params = (str(self.device), self.precision, self.engine)
         memo = derived.get("run_on")
         if memo is None or memo[0] != params:
-            device = resolve_device(self.device)
-            autocast = resolve_precision(self.precision, device)
-            resolve_engine(self.engine, device, autocast)
-            memo = derived["run_on"] = (params, device, autocast)
+            policy = resolve_policy(self.device, self.precision, self.engine)
+            memo = derived["run_on"] = (params, policy)
             derived.pop("engine", None)
             derived.pop("cache_spec", None)
-        return memo[1], memo[2]
+        return memo[1]
 
     def _net(self):
         """The backbone; after unpickling, rebuilt from the spec and checked."""
@@ -388,7 +387,7 @@ class CNNFeatureExtractor(
         return derived["digest"]
 
     def _get_engine(self):
-        device, autocast = self._run_on()
+        policy = self._run_on()
         derived = self._derived()
         if derived.get("engine") is None:
             net = self._net()
@@ -398,9 +397,7 @@ class CNNFeatureExtractor(
             def build():
                 return build_engine(
                     _Outputs(net, self.layers_, self.pooling),
-                    engine=self.engine,
-                    device=device,
-                    autocast=autocast,
+                    policy=policy,
                     input_shape=(p.in_chans, *size),
                     digest=self._digest,
                     what=f"codes of layers {self.layers_}, pooling {self.pooling}",
@@ -410,9 +407,8 @@ class CNNFeatureExtractor(
             if key is None:  # a user's module: its own engine
                 derived["engine"] = build()
             else:  # pretrained (never modified) specs share engines
-                kind = resolve_engine(self.engine, device, autocast)
-                full_key = (key, tuple(self.layers_), self.pooling, str(device))
-                full_key += (autocast, size, p.in_chans, kind)
+                full_key = (key, tuple(self.layers_), self.pooling, policy)
+                full_key += (size, p.in_chans)
                 derived["engine"] = shared_engine(full_key, build)
         return derived["engine"]
 
@@ -539,7 +535,7 @@ class CNNFeatureExtractor(
         root = resolve_cache_dir(self.cache)
         if root is None:
             return None
-        _, autocast = self._run_on()
+        autocast = self._run_on().autocast
         derived = self._derived()
         if derived.get("cache_spec") is None:
             p = self.preprocessing_

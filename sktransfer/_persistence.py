@@ -554,7 +554,7 @@ def _finetuned_load(reader, est, node):
     import torch
     from skorch.history import History
 
-    from ._runtime import resolve_device, training_autocast
+    from ._runtime import resolve_policy
     from ._training import TrainConfig
 
     n_classes = len(est.classes_)
@@ -564,12 +564,13 @@ def _finetuned_load(reader, est, node):
     state = {k: reader.value(t) for k, t in node["module"].items()}
     module.load_state_dict(state)
     module.eval()
-    device = resolve_device(est.device)
+    policy = resolve_policy(est.device, est.precision, est.engine)
+    device = policy.device
     # Files written before freeze_epochs was recorded: the estimator's, capped.
     freeze = min(est.freeze_epochs, est.max_epochs)
     config = TrainConfig.from_dict(reader.value(node["ft"]), freeze_epochs=freeze)
-    # Inference precision follows the device the model is loaded on.
-    config = config.with_precision(training_autocast(est.precision, device), device)
+    # Precision and memory format follow the machine the model is loaded on.
+    config = config.with_policy(policy)
     net = est._skorch_net(module, device, config)
     net.initialize()
     net.module_.to(device)

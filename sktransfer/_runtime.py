@@ -1,14 +1,19 @@
-"""Where and how networks run: device, precision, CPU features, process caches.
+"""Where and how networks run: device, precision, CPU kind, engines, process state.
 
-One owner for the runtime policy that both image estimators (and the CLI) share:
+One owner for the runtime decisions that the estimators, the CLI and reports
+share. They are made once per fit / transform / predict into a frozen
+:class:`RuntimePolicy` (:func:`resolve_policy`) that every other module reads:
 
 * :func:`resolve_device` turns ``device="auto"`` into CUDA or the CPU;
-* :func:`resolve_precision` / :func:`training_autocast` turn ``precision`` into
-  an autocast dtype (``None`` is plain fp32);
-* :func:`cpu_has_fast_bf16` reads the CPU's bf16 instructions, and
-  :func:`force_cpu_bf16` (or the ``SKTRANSFER_CPU_BF16`` environment variable)
-  overrides that detection, so that every code path chosen from it can be
-  tested on any machine;
+* :func:`resolve_precision` turns ``precision`` into an inference autocast
+  dtype (``None`` is plain fp32);
+* :func:`cpu_kind` names the CPU (:data:`CPU_KINDS`: AMX, AVX-512 bf16,
+  AVX-512, AVX2, other) and :data:`CPU_RULES` says what ``"auto"`` picks on
+  each kind (bf16 training steps, memory format) and where it was measured; a
+  kind nobody measured gets fp32 and torch's default memory format.
+  :func:`force_cpu_kind` / :func:`force_cpu_bf16` and the environment
+  variables ``SKTRANSFER_CPU_KIND`` / ``SKTRANSFER_CPU_BF16`` force the
+  detection, so that every branch can be tested on any machine;
 * :func:`resolve_engine` turns ``engine="auto"`` into ONNX Runtime (fp32 on the
   CPU) or torch (CUDA, reduced precision), and :func:`engine_cache_dir` says
   where exported graphs are kept on disk; :mod:`sktransfer._engine` is the
@@ -20,20 +25,22 @@ One owner for the runtime policy that both image estimators (and the CLI) share:
   per process; ``SKTRANSFER_MALLOC=system`` leaves it alone);
 * :func:`seeded_global_rng`: torch's global CPU RNG seeded for one block and
   restored after it;
-* :func:`process_cache` / :func:`clear_caches`: the process-wide caches (loaded
+* :func:`process_cache` / :func:`clear_caches`: ALL process-wide state (loaded
   networks, inference engines, ONNX Runtime sessions, weight digests, cache
-  indexes) are registered here, and one call empties them all.
+  indexes, counters, the CPU detection) is registered here, and one call
+  empties it; :func:`named_lock` holds the locks, which are never dropped.
 
 ``precision="auto"`` never trades accuracy for speed on its own: on the CPU,
 codes and predictions are fp32 whatever the instructions, and only the training
-steps of a cached fine-tune use bf16 where that was measured faster with the
-same accuracy (:func:`training_step_autocast`). bf16 everywhere is an explicit
-choice (its measured cost is in the estimators' docstrings).
+steps of a cached fine-tune use bf16, on the CPU kinds where that was measured
+faster with the same accuracy (:data:`CPU_RULES`). bf16 everywhere is an
+explicit choice (its measured cost is in the estimators' docstrings).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import threading
 import warnings
@@ -41,76 +48,182 @@ import warnings
 import torch
 
 __all__ = [
+    "CPU_KINDS",
+    "CPU_RULES",
+    "CpuRules",
+    "RuntimePolicy",
     "clear_caches",
     "cpu_has_fast_bf16",
+    "cpu_kind",
+    "cpu_rules",
+    "dtype_name",
     "engine_cache_dir",
     "force_cpu_bf16",
+    "force_cpu_kind",
     "keep_freed_memory",
+    "named_lock",
     "process_cache",
     "resolve_device",
     "resolve_engine",
+    "resolve_policy",
     "resolve_precision",
     "seeded_global_rng",
-    "training_autocast",
-    "training_step_autocast",
 ]
 
 _ENV_BF16 = "SKTRANSFER_CPU_BF16"
+_ENV_KIND = "SKTRANSFER_CPU_KIND"
 _FORCED = threading.local()
-_DETECTED = None
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+#: CPU kinds, from the most capable down: the rules below are chosen per kind.
+CPU_KINDS = ("amx", "avx512_bf16", "avx512", "avx2", "other")
 
 
 # ------------------------------------------------------------------- CPU features
-def _detect_cpu_bf16():
-    """True when /proc/cpuinfo lists AMX or AVX-512 bf16 (Linux), else False."""
+def _kind_from_flags(flags):
+    if "amx_bf16" in flags:
+        return "amx"
+    if "avx512_bf16" in flags:
+        return "avx512_bf16"
+    if "avx512f" in flags:
+        return "avx512"
+    if "avx2" in flags:
+        return "avx2"
+    return "other"
+
+
+def _detect_cpu_kind():
+    """The kind of this CPU: /proc/cpuinfo's flags (Linux), else torch's ISA."""
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
                 if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return bool(flags & {"amx_bf16", "avx512_bf16"})
+                    return _kind_from_flags(set(line.split(":", 1)[1].split()))
     except OSError:
         pass
-    return False
+    capability = torch.backends.cpu.get_cpu_capability().lower()  # "avx512", ...
+    return capability if capability in ("avx512", "avx2") else "other"
+
+
+def detected_cpu_kind():
+    """This machine's CPU kind, whatever is forced (read once per process)."""
+    state = process_cache("cpu")
+    if "kind" not in state:
+        state["kind"] = _detect_cpu_kind()
+    return state["kind"]
+
+
+def cpu_kind():
+    """The CPU kind that the CPU-dependent rules read: one of :data:`CPU_KINDS`.
+
+    Detected from the CPU's flags, and forced, for tests and benchmarks on any
+    machine, by (first match wins):
+
+    * :func:`force_cpu_kind` / :func:`force_cpu_bf16` (this thread);
+    * ``SKTRANSFER_CPU_KIND=amx|avx512_bf16|avx512|avx2|other``;
+    * ``SKTRANSFER_CPU_BF16=1`` (the kind ``"avx512_bf16"``: native bf16, and
+      the rules measured for it) or ``=0`` (the detected kind without bf16:
+      ``"avx512"`` on an AVX-512 CPU).
+    """
+    forced = getattr(_FORCED, "kind", None)
+    if forced is not None:
+        return forced
+    env = os.environ.get(_ENV_KIND, "").strip().lower()
+    if env:
+        if env not in CPU_KINDS:
+            raise ValueError(f"{_ENV_KIND}={env!r}: use one of {CPU_KINDS}.")
+        return env
+    kind = detected_cpu_kind()
+    bf16 = os.environ.get(_ENV_BF16, "").strip().lower()
+    if bf16 in ("1", "true", "yes"):
+        return "avx512_bf16"
+    if bf16 in ("0", "false", "no"):
+        return _without_bf16(kind)
+    return kind
+
+
+def _without_bf16(kind):
+    return "avx512" if kind in ("amx", "avx512_bf16") else kind
 
 
 def cpu_has_fast_bf16():
-    """True when the CPU runs bf16 natively (AMX or AVX-512 bf16).
-
-    The answer can be forced either way, for tests and benchmarks, with
-    :func:`force_cpu_bf16` (this thread) or the environment variable
-    ``SKTRANSFER_CPU_BF16=1`` / ``0`` (the whole process).
-    """
-    forced = getattr(_FORCED, "value", None)
-    if forced is not None:
-        return forced
-    env = os.environ.get(_ENV_BF16, "").strip().lower()
-    if env in ("1", "true", "yes"):
-        return True
-    if env in ("0", "false", "no"):
-        return False
-    global _DETECTED
-    if _DETECTED is None:
-        _DETECTED = _detect_cpu_bf16()
-    return _DETECTED
+    """True when the CPU (kind) runs bf16 natively: AMX or AVX-512 bf16."""
+    return cpu_kind() in ("amx", "avx512_bf16")
 
 
 @contextlib.contextmanager
-def force_cpu_bf16(value):
-    """Pretend, inside the block, that the CPU has (or lacks) fast bf16.
+def force_cpu_kind(kind):
+    """Pretend, inside the block (this thread), that the CPU is of ``kind``.
 
     Parameters
     ----------
-    value : bool or None
-        ``True`` / ``False`` forces the detection; ``None`` restores it.
+    kind : str or None
+        One of :data:`CPU_KINDS`; ``None`` restores the detection.
     """
-    old = getattr(_FORCED, "value", None)
-    _FORCED.value = None if value is None else bool(value)
+    if kind is not None and kind not in CPU_KINDS:
+        raise ValueError(f"kind must be one of {CPU_KINDS} or None, got {kind!r}.")
+    old = getattr(_FORCED, "kind", None)
+    _FORCED.kind = kind
     try:
         yield
     finally:
-        _FORCED.value = old
+        _FORCED.kind = old
+
+
+def force_cpu_bf16(value):
+    """Pretend, inside the block, that the CPU has (or lacks) fast bf16.
+
+    ``True`` is the kind ``"avx512_bf16"``, ``False`` the detected kind without
+    bf16, ``None`` the detection (see :func:`cpu_kind`).
+    """
+    if value is None:
+        return force_cpu_kind(None)
+    with force_cpu_kind(None):  # the detected kind, not an outer forcing
+        kind = "avx512_bf16" if value else _without_bf16(detected_cpu_kind())
+    return force_cpu_kind(kind)
+
+
+# ------------------------------------------------------------ rules by CPU kind
+@dataclasses.dataclass(frozen=True)
+class CpuRules:
+    """What ``"auto"`` chooses on one CPU kind, and where it was measured.
+
+    Attributes
+    ----------
+    bf16_steps : bool
+        Run the training steps of a cached fine-tune in bf16 autocast.
+    channels_last : bool
+        Train (and run eager inference) in channels_last memory format.
+    measured : str
+        Where the choice was measured; ``""`` for torch's defaults (fp32, NCHW)
+        on a kind nobody measured.
+    """
+
+    bf16_steps: bool = False
+    channels_last: bool = False
+    measured: str = ""
+
+
+#: One entry per CPU kind; kinds not listed get ``CpuRules()`` (fp32, NCHW).
+CPU_RULES = {
+    # benchmarks/train_format.py: channels_last made a training step of
+    # EfficientNet-Lite0's last stages 1.43x and ResNet-18's 1.08x faster in
+    # fp32, bf16 steps (depthwise convolutions fp32) 1.23x / 1.66x faster
+    # again; bf16 steps kept the low-data accuracy (fine-tuning guide).
+    "avx512_bf16": CpuRules(
+        bf16_steps=True, channels_last=True, measured="2-core AMD EPYC"
+    ),
+    # bf16 steps on a 2-core Xeon with AMX: 0.89x the fp32 time but 0.5 points
+    # lower over 3 samples, and a NaN loss (a oneDNN bf16 weight-gradient bug,
+    # since worked around: _training.bf16_unsafe_convs). Not shown
+    # accuracy-neutral there: fp32. The memory format was not measured there.
+    "amx": CpuRules(measured="2-core Intel Xeon with AMX (bf16 steps only)"),
+}
+
+
+def cpu_rules(kind=None):
+    """The :class:`CpuRules` of ``kind`` (default: :func:`cpu_kind`)."""
+    return CPU_RULES.get(cpu_kind() if kind is None else kind, CpuRules())
 
 
 # ------------------------------------------------------------- device / precision
@@ -133,7 +246,7 @@ def resolve_device(device):
 
 
 def resolve_precision(precision, device):
-    """Autocast dtype for ``precision`` on ``device`` (``None`` means fp32).
+    """Autocast dtype for inference with ``precision`` on ``device`` (None: fp32).
 
     ``"auto"`` is fp32 on every CPU (bf16 moved EfficientNet-Lite0 codes by 8%
     relative L2 and cost 0.9 points downstream, see the performance guide) and
@@ -154,7 +267,7 @@ def resolve_precision(precision, device):
                 "emulated here and about 10x slower than fp32. Use precision='auto' "
                 "(fp32 on the CPU).",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
         return torch.bfloat16
     if precision in ("fp16", "float16"):
@@ -166,51 +279,9 @@ def resolve_precision(precision, device):
     raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
 
 
-def training_autocast(precision, device):
-    """Autocast dtype used for training (``None`` is fp32).
-
-    ``"auto"``: bf16 autocast on CUDA when supported, fp32 otherwise and on every
-    CPU. On a CPU with native bf16 the training steps of a cached fit differ:
-    :func:`training_step_autocast`.
-    """
-    if precision == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return None
-    return resolve_precision(precision, device)
-
-
-def training_step_autocast(precision, device):
-    """Autocast of the training steps alone, or None (they follow ``autocast``).
-
-    ``"auto"`` on a CPU with native bf16 (AMX or AVX-512 bf16; the detection
-    is forced either way by :func:`force_cpu_bf16` / ``SKTRANSFER_CPU_BF16``):
-    bf16 forward and backward passes, with the depthwise convolutions in fp32
-    (:func:`sktransfer._training.depthwise_fp32`), while the cached frozen
-    prefix, the head initialisation, the BatchNorm recalibration and every
-    prediction stay fp32. On an AMD EPYC with AVX-512 bf16 a training step of
-    EfficientNet-Lite0's last stages took 0.82x the channels_last fp32 time
-    (all-bf16, depthwise included, took 1.8x), ResNet-18's 0.60x
-    (``benchmarks/train_format.py``), and the low-data
-    recipe's test accuracy was unchanged (0.803 vs 0.803, 3 seeds; the user
-    guide's fine-tuning page). Not measured on AMX. ``"fp32"`` turns it off;
-    elsewhere the steps follow :func:`training_autocast`.
-    """
-    if precision == "auto" and device.type == "cpu" and cpu_has_fast_bf16():
-        return torch.bfloat16
-    return None
-
-
-def training_channels_last(device):
-    """Whether training runs the network in channels_last memory format.
-
-    On every CPU, in fp32 as in bf16: oneDNN's NHWC kernels made a training
-    step 1.43x faster for EfficientNet-Lite0's last stages and 1.08x for
-    ResNet-18's (``benchmarks/train_format.py``, AMD EPYC with avx512_bf16),
-    with the same arithmetic up to summation order. Not on CUDA, where it was
-    not measured.
-    """
-    return device.type == "cpu"
+def dtype_name(dtype):
+    """``"fp32"`` (for None), ``"bf16"`` or ``"fp16"``: how reports name a dtype."""
+    return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[dtype]
 
 
 # ------------------------------------------------------------------- allocator
@@ -223,7 +294,6 @@ MALLOC_SETTINGS = (
     (_M_TOP_PAD, 64 << 20),
 )
 _MALLOC_LOCK = threading.Lock()
-_MALLOC_STATE = {"done": False, "tuned": False}
 
 
 def _glibc_mallopt():
@@ -259,19 +329,20 @@ def keep_freed_memory():
     tuned : bool
         Whether the settings are in effect (from this call or an earlier one).
     """
+    state = process_cache("malloc")  # after clear_caches: set again (idempotent)
     with _MALLOC_LOCK:
-        if _MALLOC_STATE["done"]:
-            return _MALLOC_STATE["tuned"]
-        _MALLOC_STATE["done"] = True
-        if os.environ.get(_ENV_MALLOC, "").strip().lower() == "system":
-            return False
-        mallopt = _glibc_mallopt()
-        if mallopt is None:
-            return False
-        _MALLOC_STATE["tuned"] = all(
-            mallopt(param, value) == 1 for param, value in MALLOC_SETTINGS
-        )
-        return _MALLOC_STATE["tuned"]
+        if "tuned" not in state:
+            state["tuned"] = _tune_malloc()
+        return state["tuned"]
+
+
+def _tune_malloc():
+    if os.environ.get(_ENV_MALLOC, "").strip().lower() == "system":
+        return False
+    mallopt = _glibc_mallopt()
+    if mallopt is None:
+        return False
+    return all(mallopt(param, value) == 1 for param, value in MALLOC_SETTINGS)
 
 
 # ------------------------------------------------------------------ global RNG
@@ -329,21 +400,46 @@ _REGISTRY = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
-def process_cache(name):
-    """The process-wide dict registered under ``name`` (created on first use)."""
+def process_cache(name, factory=dict):
+    """The process-wide dict registered under ``name`` (created on first use).
+
+    ``factory`` makes it (a dict subclass such as ``collections.Counter``).
+    """
     with _REGISTRY_LOCK:
-        return _REGISTRY.setdefault(name, {})
+        cache = _REGISTRY.get(name)
+        if cache is None:
+            cache = _REGISTRY[name] = factory()
+        return cache
 
 
 def clear_caches():
     """Empty every process-wide cache: networks, engines, digests, indexes.
 
     The next call rebuilds what it needs; mostly for tests and for freeing
-    memory in a long session.
+    memory in a long session. Locks (:func:`named_lock`) are not caches and
+    stay: a lock dropped while an export holds it would let a second export of
+    the same graph start.
     """
     with _REGISTRY_LOCK:
         for cache in _REGISTRY.values():
             cache.clear()
+
+
+_LOCKS = {}
+
+
+def named_lock(key):
+    """The process's one lock for ``key`` (hashable), created on first use.
+
+    For work that must run once per key even from several threads (exporting
+    one graph, building one shared engine). Never cleared by
+    :func:`clear_caches`.
+    """
+    with _REGISTRY_LOCK:
+        lock = _LOCKS.get(key)
+        if lock is None:
+            lock = _LOCKS[key] = threading.Lock()
+        return lock
 
 
 # ------------------------------------------------------------------------ engines
@@ -419,3 +515,130 @@ def engine_cache_dir():
         base = os.environ.get("XDG_CACHE_HOME", "").strip() or "~/.cache"
         root = os.path.join(base, "sktransfer")
     return Path(root).expanduser() / "onnx"
+
+
+# ----------------------------------------------------------------- the policy
+#: Fine-tuned predictions: exporting the network to ONNX costs seconds, worth
+#: it with ``engine="auto"`` from this many images in one call on.
+ENGINE_MIN_IMAGES = 256
+#: Activation cache: from this many prefix forwards on (images x views), a CPU
+#: fp32 prefix runs on ONNX Runtime (the export costs seconds once, then the
+#: graph is on disk), checked against eager on a probe batch. Fewer forwards run
+#: eagerly, bit for bit as the uncached fit would.
+TRACE_MIN_FORWARDS = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimePolicy:
+    """How one fit, transform or predict runs: resolved once, read everywhere.
+
+    Built by :func:`resolve_policy` from the estimator's ``device``,
+    ``precision`` and ``engine`` and from the CPU kind; every layer (the
+    training loop, the activation cache, the inference engines, persistence,
+    reports) reads its decisions from here instead of deriving them again.
+
+    Attributes
+    ----------
+    device : torch.device
+    precision : str
+        The ``precision`` asked for.
+    cpu_kind : str or None
+        :func:`cpu_kind` on the CPU, None on CUDA.
+    autocast : torch.dtype or None
+        Inference (codes, predictions) and the activation cache's frozen
+        prefix; None is fp32.
+    train_autocast : torch.dtype or None
+        Forward and backward passes of training through the whole network.
+    step_autocast : torch.dtype or None
+        Training steps of a cached fine-tune (the units after the cut), where
+        they differ from ``train_autocast``: bf16 on a CPU kind whose
+        :class:`CpuRules` say so.
+    channels_last : bool
+        Memory format of training and of eager (torch) inference.
+    engine : {"onnxruntime", "torch"}
+        The preferred inference engine (:func:`resolve_engine`).
+    engine_min_images : int
+        With ``engine="auto"``, fine-tuned predictions switch to ONNX Runtime
+        from a call on this many images on.
+    trace_min_forwards : int
+        The activation cache runs its prefix on ONNX Runtime from this many
+        forwards on (CPU, fp32 only).
+    threads : int
+        torch's intra-op threads when the policy was resolved; ONNX Runtime
+        sessions use as many.
+    """
+
+    device: torch.device
+    precision: str = "auto"
+    cpu_kind: str | None = None
+    autocast: torch.dtype | None = None
+    train_autocast: torch.dtype | None = None
+    step_autocast: torch.dtype | None = None
+    channels_last: bool = False
+    engine: str = "torch"
+    engine_min_images: int = ENGINE_MIN_IMAGES
+    trace_min_forwards: int = TRACE_MIN_FORWARDS
+    threads: int = 1
+
+    def report(self):
+        """The decisions as plain strings, for ``policy_`` and reports."""
+        steps = self.step_autocast or self.train_autocast
+        return {
+            "device": str(self.device),
+            "cpu_kind": self.cpu_kind or "-",
+            "inference": dtype_name(self.autocast),
+            "training": dtype_name(self.train_autocast),
+            "cached steps": dtype_name(steps),
+            "memory_format": (
+                "channels_last" if self.channels_last else "contiguous (NCHW)"
+            ),
+            "engine": self.engine,
+            "threads": str(self.threads),
+        }
+
+
+def resolve_policy(device="auto", precision="auto", engine="auto"):
+    """The :class:`RuntimePolicy` for these settings on this machine, now.
+
+    Validates the three values (a ``ValueError`` names a bad one). Every
+    CPU-dependent choice is a rule of the CPU kind (:data:`CPU_RULES`), never
+    a timing taken at run time, so a seeded fit is reproducible on one
+    machine.
+
+    Examples
+    --------
+    >>> from sktransfer._runtime import force_cpu_kind, resolve_policy
+    >>> with force_cpu_kind("avx2"):
+    ...     policy = resolve_policy("cpu")
+    >>> policy.step_autocast is None, policy.channels_last, policy.engine
+    (True, False, 'onnxruntime')
+    """
+    dev = device if isinstance(device, torch.device) else resolve_device(device)
+    if precision not in PRECISIONS and precision not in ("float32", "bfloat16"):
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}.")
+    autocast = resolve_precision(precision, dev)
+    kind = rules = None
+    if dev.type == "cpu":
+        kind = cpu_kind()
+        rules = cpu_rules(kind)
+    if precision == "auto":
+        # training: bf16 on CUDA where supported; fp32 on every CPU, except
+        # the cached steps where the kind's rules say bf16
+        train = torch.bfloat16 if autocast is torch.bfloat16 else None
+        steps = torch.bfloat16 if rules is not None and rules.bf16_steps else None
+    else:
+        train, steps = autocast, None
+    return RuntimePolicy(
+        device=dev,
+        precision=precision,
+        cpu_kind=kind,
+        autocast=autocast,
+        train_autocast=train,
+        step_autocast=steps,
+        # CUDA: channels_last with autocast, as PyTorch's AMP guidance has it
+        channels_last=rules.channels_last if rules is not None else True,
+        engine=resolve_engine(engine, dev, autocast),
+        engine_min_images=ENGINE_MIN_IMAGES,  # read now: tests can lower them
+        trace_min_forwards=TRACE_MIN_FORWARDS,
+        threads=torch.get_num_threads(),
+    )

@@ -345,7 +345,8 @@ def test_precision_auto_is_fp32_and_bf16_is_explicit(images, fast_bf16):
     )
     with force_cpu_bf16(fast_bf16):
         auto = CNNFeatureExtractor(**TINY).fit(images)
-        assert auto._run_on() == (torch.device("cpu"), None)
+        policy = auto._run_on()
+        assert (policy.device, policy.autocast) == (torch.device("cpu"), None)
         assert auto._get_engine().kind == "onnxruntime"
         assert rel_err(auto.transform(images), ref) < 1e-4
         if fast_bf16:
@@ -353,7 +354,7 @@ def test_precision_auto_is_fp32_and_bf16_is_explicit(images, fast_bf16):
         else:
             with pytest.warns(UserWarning, match="emulated"):
                 bf16 = CNNFeatureExtractor(**TINY, precision="bf16").fit(images)
-        assert bf16._run_on()[1] is torch.bfloat16
+        assert bf16._run_on().autocast is torch.bfloat16
         engine = bf16._get_engine()
         assert (engine.kind, engine.autocast) == ("torch", torch.bfloat16)
         Z = bf16.transform(images)

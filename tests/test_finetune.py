@@ -377,11 +377,11 @@ def test_prediction_is_batch_invariant(fitted, data):
 
 
 def test_onnx_prediction_matches_eager(fitted, data, monkeypatch):
-    import sktransfer._finetune as ft
+    from sktransfer import _runtime
 
     X, _ = data
     eager = fitted.predict_proba(X)
-    monkeypatch.setattr(ft, "_ENGINE_MIN_IMAGES", 1)
+    monkeypatch.setattr(_runtime, "ENGINE_MIN_IMAGES", 1)
     assert_allclose(fitted.predict_proba(X), eager, atol=1e-5)
     assert fitted._derived()["engine"].kind == "onnxruntime"
     restored = pickle.loads(pickle.dumps(fitted))  # the engine is not pickled

@@ -581,7 +581,7 @@ def test_bf16_steps_only_with_the_cache(fast_bf16):
     from torch import nn
 
     from sktransfer._runtime import force_cpu_bf16
-    from sktransfer._training import FP32DepthwiseConv2d
+    from sktransfer._training import FP32Conv2d
 
     X, y = bands(24)
     kw = dict(**TINY, augment=None, max_epochs=2, batch_size=8, random_state=0)
@@ -594,7 +594,7 @@ def test_bf16_steps_only_with_the_cache(fast_bf16):
                     seen.append(torch.get_autocast_dtype("cpu"))
                     seen.append(torch.is_autocast_enabled("cpu"))
                 types = {type(m) for m in net.module_.modules()}
-                seen.append(FP32DepthwiseConv2d in types)
+                seen.append(FP32Conv2d in types)
 
     with force_cpu_bf16(fast_bf16):
         cached = FineTunedClassifier(**kw, train_layers=2, callbacks=[Spy()]).fit(X, y)
@@ -609,7 +609,7 @@ def test_bf16_steps_only_with_the_cache(fast_bf16):
         assert steps[:3] == [torch.bfloat16, True, True]
         # the depthwise convolutions are plain again: nothing of it is saved
         assert not any(
-            isinstance(m, FP32DepthwiseConv2d) for m in cached.net_.module_.modules()
+            isinstance(m, FP32Conv2d) for m in cached.net_.module_.modules()
         )
         assert any(
             type(m) is nn.Conv2d and m.groups > 1 for m in cached.net_.module_.modules()

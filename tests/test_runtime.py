@@ -1,8 +1,8 @@
-"""Device and precision policy, on both outcomes of the CPU bf16 detection.
+"""Device and precision policy, on every outcome of the CPU kind detection.
 
-Every machine runs both paths: ``force_cpu_bf16`` makes this CPU look like one
-with AVX-512 bf16 / AMX and like one without, so a test never depends on the
-machine it happens to run on.
+Every machine runs every path: ``force_cpu_kind`` / ``force_cpu_bf16`` make this
+CPU look like one of each kind, so a test never depends on the machine it
+happens to run on.
 """
 
 import subprocess
@@ -14,21 +14,28 @@ import pytest
 import torch
 from conftest import TINY
 
-from sktransfer import CNNFeatureExtractor, FineTunedClassifier
-from sktransfer import _runtime
+from sktransfer import CNNFeatureExtractor, FineTunedClassifier, _runtime
 from sktransfer._runtime import (
+    CPU_KINDS,
     MALLOC_SETTINGS,
     clear_caches,
     cpu_has_fast_bf16,
+    cpu_kind,
     force_cpu_bf16,
+    force_cpu_kind,
+    named_lock,
     process_cache,
     resolve_device,
+    resolve_policy,
     resolve_precision,
     seeded_global_rng,
-    training_autocast,
 )
 
 CPU = torch.device("cpu")
+# Logit tolerances of one fit against the same fit with fp32 training steps:
+# fp32 paths agree to float rounding; bf16 steps round every step's update.
+FP32_LOGITS = 1e-5
+BF16_LOGITS = 0.05
 BOTH = pytest.mark.parametrize("fast_bf16", [True, False], ids=["bf16-cpu", "no-bf16"])
 
 
@@ -67,11 +74,60 @@ def test_environment_variable_forces_detection_in_a_new_process(value):
     assert out == str(value == "1")
 
 
+@pytest.mark.parametrize("value", ["amx", "avx2"])
+def test_cpu_kind_environment_variable_in_a_new_process(value):
+    code = "from sktransfer._runtime import cpu_kind; print(cpu_kind())"
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={"SKTRANSFER_CPU_KIND": value, "PATH": ""},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
+    assert out == value
+
+
+def test_bad_cpu_kind_is_a_clear_error(monkeypatch):
+    with pytest.raises(ValueError, match="kind must be one of"):
+        with force_cpu_kind("sse2"):
+            pass
+    monkeypatch.setenv("SKTRANSFER_CPU_KIND", "zen")
+    with pytest.raises(ValueError, match="SKTRANSFER_CPU_KIND='zen'"):
+        cpu_kind()
+
+
+def test_force_cpu_bf16_maps_to_kinds():
+    with force_cpu_bf16(True):
+        assert cpu_kind() == "avx512_bf16"
+    with force_cpu_kind("amx"), force_cpu_bf16(False):
+        # the detected kind without bf16, whatever an outer forcing said
+        assert cpu_kind() not in ("amx", "avx512_bf16")
+        assert not cpu_has_fast_bf16()
+
+
+@pytest.mark.parametrize("kind", CPU_KINDS)
+def test_auto_rules_per_cpu_kind(kind):
+    """ "auto" on each kind: codes and predictions fp32 everywhere; bf16 steps and
+    channels_last only where they were measured faster and accuracy-neutral
+    (avx512_bf16); AMX and every unmeasured kind train in fp32, NCHW."""
+    with force_cpu_kind(kind):
+        auto = resolve_policy("cpu", "auto")
+        fp32 = resolve_policy("cpu", "fp32")
+    measured = kind == "avx512_bf16"
+    assert auto.cpu_kind == kind
+    assert auto.autocast is None and auto.train_autocast is None
+    assert auto.step_autocast == (torch.bfloat16 if measured else None)
+    assert auto.channels_last is measured
+    assert fp32.step_autocast is None  # "fp32" means fp32, whatever the CPU
+    assert auto.engine == fp32.engine
+    assert auto.report()["cpu_kind"] == kind
+
+
 @BOTH
 def test_auto_precision_is_fp32_on_every_cpu(fast_bf16):
     with force_cpu_bf16(fast_bf16):
         assert resolve_precision("auto", CPU) is None
-        assert training_autocast("auto", CPU) is None
+        assert resolve_policy(CPU, "auto").train_autocast is None
         assert resolve_precision("fp32", CPU) is None
 
 
@@ -122,21 +178,26 @@ def test_extractor_bf16_codes_are_close_to_fp32(fast_bf16, images):
 def test_finetuned_classifier_bf16_and_auto_paths(fast_bf16, images):
     y = np.arange(len(images)) % 2
     kw = {"model": TINY["model"], "weights": None, "input_size": 16}
-    kw.update(max_epochs=1, batch_size=4, random_state=0)
+    kw.update(max_epochs=1, batch_size=4, random_state=0, precision="auto")
     with force_cpu_bf16(fast_bf16):
-        auto = FineTunedClassifier(**kw).fit(images, y).predict_proba(images)
+        auto = FineTunedClassifier(**kw).fit(images, y).decision_function(images)
+        untrained = FineTunedClassifier(**{**kw, "lr": 1e-12, "backbone_lr": 1e-12})
+        untrained = untrained.fit(images, y).decision_function(images)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)
-            clf = FineTunedClassifier(**kw, precision="bf16").fit(images, y)
-            bf16 = clf.predict_proba(images)
-    fp32 = FineTunedClassifier(**kw, precision="fp32").fit(images, y)
+            clf = FineTunedClassifier(**{**kw, "precision": "bf16"}).fit(images, y)
+            bf16 = clf.decision_function(images)
+    fp32 = FineTunedClassifier(**{**kw, "precision": "fp32"}).fit(images, y)
+    fp32 = fp32.decision_function(images)
     # "auto" is fp32, except for the training steps of a cached fit on a CPU
-    # with native bf16 (bf16 steps, depthwise convolutions fp32)
-    tol = {"atol": 0.05} if fast_bf16 else {"rtol": 1e-5, "atol": 1e-6}
-    np.testing.assert_allclose(auto, fp32.predict_proba(images), **tol)
+    # kind with measured bf16 steps: compared on logits, at the bf16 scale there
+    tol = BF16_LOGITS if fast_bf16 else FP32_LOGITS
+    np.testing.assert_allclose(auto, fp32, atol=tol)
+    # ... and a model that did not train is far outside that tolerance
+    assert np.abs(untrained - fp32).max() > 10 * tol
     assert np.isfinite(bf16).all()
-    np.testing.assert_allclose(bf16.sum(1), 1, rtol=1e-5)
-    assert np.abs(bf16 - auto).max() < 0.2  # same model up to bf16 rounding
+    # bf16 everywhere: the same model up to bf16 rounding, not an untrained one
+    assert np.abs(bf16 - fp32).max() < np.abs(untrained - fp32).max() / 3
 
 
 def test_clear_caches_empties_every_registered_cache(images):
@@ -152,6 +213,19 @@ def test_clear_caches_empties_every_registered_cache(images):
     assert process_cache("test-runtime-probe") is cache  # same object, emptied
 
 
+def test_process_state_lives_in_the_registry_and_locks_survive_clearing():
+    from sktransfer import _activations
+
+    _activations.FORWARDS["probe"] += 3
+    detected = _runtime.detected_cpu_kind()
+    lock = named_lock(("test", 1))
+    clear_caches()
+    assert _activations.FORWARDS["probe"] == 0  # the counter is cleared too
+    assert "kind" not in process_cache("cpu")  # detection read again next time
+    assert _runtime.detected_cpu_kind() == detected
+    assert named_lock(("test", 1)) is lock  # a lock is never dropped
+
+
 @pytest.fixture
 def fresh_malloc_state(monkeypatch):
     """keep_freed_memory as if never called, with a recording mallopt."""
@@ -161,9 +235,14 @@ def fresh_malloc_state(monkeypatch):
         calls.append((param, value))
         return 1
 
-    monkeypatch.setattr(_runtime, "_MALLOC_STATE", {"done": False, "tuned": False})
+    _fresh_malloc(monkeypatch)
     monkeypatch.setattr(_runtime, "_glibc_mallopt", lambda: mallopt)
     return calls
+
+
+def _fresh_malloc(monkeypatch):
+    """keep_freed_memory's state as if never called (restored after the test)."""
+    monkeypatch.delitem(process_cache("malloc"), "tuned", raising=False)
 
 
 def test_keep_freed_memory_sets_mallopt_once(fresh_malloc_state, monkeypatch):
@@ -181,7 +260,7 @@ def test_keep_freed_memory_respects_the_opt_out(fresh_malloc_state, monkeypatch)
 
 
 def test_keep_freed_memory_without_glibc_does_nothing(monkeypatch):
-    monkeypatch.setattr(_runtime, "_MALLOC_STATE", {"done": False, "tuned": False})
+    _fresh_malloc(monkeypatch)
     monkeypatch.setattr(_runtime, "_glibc_mallopt", lambda: None)
     monkeypatch.delenv("SKTRANSFER_MALLOC", raising=False)
     assert _runtime.keep_freed_memory() is False

@@ -27,7 +27,6 @@ from sktransfer import (
     _heads,
 )
 from sktransfer._activations import plan_cut
-from sktransfer._runtime import clear_caches
 from sktransfer._backbones import (
     backbone_stages,
     load_backbone,
@@ -35,6 +34,7 @@ from sktransfer._backbones import (
     strip_head,
 )
 from sktransfer._fit_callbacks import BestWeights, PhaseCurve
+from sktransfer._runtime import clear_caches
 from sktransfer._training import FineTuneModule, TrainConfig, resolve_trainable
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -97,19 +97,30 @@ def test_train_config_stores_plain_numbers():
     assert type(config.freeze_epochs) is int and config.freeze_epochs == 2
 
 
-def test_channels_last_goes_with_the_cpu():
-    """NHWC training on every CPU, fp32 as bf16 (measured faster); not on CUDA."""
+@pytest.mark.parametrize("kind", ["avx512_bf16", "amx", "avx2"])
+def test_config_runs_as_the_policy_says(kind):
+    """Autocast and memory format come from the RuntimePolicy: channels_last
+    where it was measured faster (avx512_bf16), NCHW on other CPU kinds; the
+    step autocast only for a cached fit."""
+    from sktransfer._runtime import force_cpu_kind, resolve_policy
+
     config = TrainConfig(**CONFIG)
-    assert (config.autocast, config.channels_last) == (None, False)
-    bf16 = config.with_precision(torch.bfloat16, torch.device("cpu"))
-    assert (bf16.autocast, bf16.channels_last) == (torch.bfloat16, True)
+    with force_cpu_kind(kind):
+        policy = resolve_policy("cpu", "auto")
+        fp32 = resolve_policy("cpu", "fp32")
+    run = config.with_policy(policy)
+    assert run.channels_last is (kind == "avx512_bf16")
+    assert run.autocast is None and run.step_autocast is None
+    cached = config.with_policy(policy, cached=True)
+    assert cached.step_autocast == policy.step_autocast
+    assert config.with_policy(fp32, cached=True).step_autocast is None
     assert config.autocast is None  # a copy: the original is unchanged
-    assert not config.with_precision(torch.bfloat16, "cuda").channels_last
-    assert bf16.with_precision(None, "cpu").channels_last
 
 
 def test_train_config_dict_round_trip_and_old_files():
-    config = TrainConfig(**CONFIG).with_precision(torch.bfloat16, "cpu")
+    config = dataclasses.replace(
+        TrainConfig(**CONFIG), autocast=torch.bfloat16, channels_last=True
+    )
     assert TrainConfig.from_dict(config.to_dict()) == config
     # A model file written before freeze_epochs was recorded: a plain set of
     # names and no freeze_epochs.
@@ -312,7 +323,10 @@ def test_patience_stops_early(data):
     clf = FineTunedClassifier(
         **{**FT_TINY, "max_epochs": 8},
         train_layers="all",
-        lr=5.0,  # diverging validation loss: no improvement after a few epochs
+        # saturates at once (validation loss 0.0 from epoch 2), so there is no
+        # improvement left on any compute path (lr=5 depended on the CPU's
+        # kernels: it kept improving in NCHW)
+        lr=50.0,
         early_stopping=True,
         patience=1,
         augment=None,
