@@ -56,9 +56,34 @@ def _blake(*parts):
     return h
 
 
+# Training-only regularizers: their rates change no output in eval mode, so two
+# networks that differ only there compute the same codes.
+_TRAINING_ONLY = ("Dropout", "DropPath", "DropBlock", "StochasticDepth")
+
+
+def _architecture(net):
+    """What the network computes, apart from its tensors: class, layers, settings.
+
+    The class (timm's architecture name where it has one) and, per submodule,
+    its name, class and settings (``extra_repr``: strides, padding, groups...).
+    Identities and training-only regularizers are left out: they compute nothing
+    in eval mode (a drop-path rate set for a fine-tune changes no code). Unlike
+    ``repr(net)``, a module's own ``__repr__`` (which may print addresses or
+    state) never enters.
+    """
+    cfg = getattr(net, "pretrained_cfg", None) or {}
+    parts = [cfg.get("architecture") or type(net).__qualname__]
+    for name, m in net.named_modules():
+        kind = type(m).__qualname__
+        if kind == "Identity" or kind.startswith(_TRAINING_ONLY):
+            continue
+        parts.append(f"{name}:{type(m).__module__}.{kind}({m.extra_repr()})")
+    return "\n".join(parts)
+
+
 def state_digest(net):
     """Digest of a network's architecture and every tensor of its state dict."""
-    h = _blake(type(net).__qualname__, repr(net))
+    h = _blake(_architecture(net))
     for name, t in net.state_dict().items():
         t = t.detach().cpu().contiguous()
         h.update(name.encode())
@@ -74,7 +99,10 @@ def image_digests(images):
     """One 16-byte digest per image of an :class:`ImageData` (content, not name).
 
     Arrays hash their raw pixels with dtype and shape; PIL images their mode, size
-    and pixels; files their bytes (so a copied or renamed file still hits).
+    and pixels; files their bytes (so a copied or renamed file still hits). A
+    file's digest is remembered in the process under its path, size and
+    modification time, so digesting it again (a ``predict`` after ``fit``) costs
+    a ``stat``, not a read.
     """
     out = np.empty(len(images), dtype=f"S{_DIGEST}")
     items = images.items
@@ -85,12 +113,7 @@ def image_digests(images):
         return out
     for i, item in enumerate(items):
         if images.kind == "paths":
-            h = hashlib.blake2b(digest_size=_DIGEST)
-            h.update(b"file\x00")
-            with open(item, "rb") as f:
-                for block in iter(lambda f=f: f.read(1 << 20), b""):
-                    h.update(block)
-            out[i] = h.digest()
+            out[i] = _file_digest(item)
         elif hasattr(item, "mode") and hasattr(item, "tobytes"):
             out[i] = _blake("pil", item.mode, item.size, item.tobytes()).digest()
         else:
@@ -99,6 +122,23 @@ def image_digests(images):
                 "arr", a.dtype.str, a.shape, images.raw, a.tobytes()
             ).digest()
     return out
+
+
+_FILE_DIGESTS = process_cache("file_digests")
+
+
+def _file_digest(path):
+    st = os.stat(path)
+    key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
+    digest = _FILE_DIGESTS.get(key)
+    if digest is None:
+        h = hashlib.blake2b(digest_size=_DIGEST)
+        h.update(b"file\x00")
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+        digest = _FILE_DIGESTS[key] = h.digest()
+    return digest
 
 
 class _Index:

@@ -112,6 +112,27 @@ def _precision_policy(config, runtime):
     return dtype_name(config.autocast)
 
 
+def _named_callback(cb, i):
+    """``(name, callback)`` for the ``i``-th entry of ``callbacks``, checked."""
+    from skorch.callbacks import Callback
+
+    def is_callback(c):
+        return isinstance(c, Callback) or (
+            isinstance(c, type) and issubclass(c, Callback)
+        )
+
+    if isinstance(cb, tuple):
+        if len(cb) == 2 and isinstance(cb[0], str) and is_callback(cb[1]):
+            return cb
+    elif is_callback(cb):
+        return (f"user_{i}", cb)
+    raise TypeError(
+        f"callbacks[{i}] is {cb!r}; each entry must be a skorch callback (an "
+        f"instance or subclass of skorch.callbacks.Callback) or a (name, "
+        f"callback) tuple."
+    )
+
+
 class FineTunedClassifier(
     DocLinkMixin, _ImageEstimatorMixin, ClassifierMixin, BaseEstimator
 ):
@@ -899,7 +920,7 @@ class FineTunedClassifier(
 
             callbacks.append(("progress", ProgressBar()))
         for i, cb in enumerate(self.callbacks or []):
-            callbacks.append(cb if isinstance(cb, tuple) else (f"user_{i}", cb))
+            callbacks.append(_named_callback(cb, i))
         callbacks.append(("best_weights", best))
         return callbacks
 

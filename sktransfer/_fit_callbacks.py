@@ -84,22 +84,31 @@ def lr_schedule(kind, freeze_epochs, max_epochs, steps_per_epoch):
 
 
 class NaNGuard(Callback):
-    """Stop with a clear error as soon as the training loss is not finite.
+    """Stop with a clear error as soon as the training or validation loss is not
+    finite (a NaN validation loss would otherwise leave no best epoch to keep).
 
     skorch has no such callback.
     """
 
     def on_batch_end(self, net, training=False, loss=None, **kwargs):
         if training and loss is not None and not torch.isfinite(loss.detach()).all():
-            loss = loss.detach()
-            lrs = sorted({g["base_lr"] for g in net.optimizer_.param_groups})
-            config = net.config
-            raise ValueError(
-                f"the training loss became {loss.item()} in epoch "
-                f"{len(net.history)}: training diverged. Lower the learning rate "
-                f"(now lr={config.lr:g}, backbone_lr={config.backbone_lr:g}; "
-                f"group rates {lrs}), or the l1 penalty (l1={config.l1:g})."
-            )
+            self._diverged(net, "training", loss.detach().item())
+
+    def on_epoch_end(self, net, **kwargs):
+        valid = net.history[-1].get("valid_loss")
+        if valid is not None and not np.isfinite(valid):
+            self._diverged(net, "validation", valid)
+
+    @staticmethod
+    def _diverged(net, which, value):
+        lrs = sorted({g["base_lr"] for g in net.optimizer_.param_groups})
+        config = net.config
+        raise ValueError(
+            f"the {which} loss became {value} in epoch {len(net.history)}: "
+            f"training diverged. Lower the learning rate (now lr={config.lr:g}, "
+            f"backbone_lr={config.backbone_lr:g}; group rates {lrs}), or the l1 "
+            f"penalty (l1={config.l1:g})."
+        )
 
 
 class BestWeights(EarlyStopping):

@@ -305,3 +305,51 @@ def test_oom_on_single_image_raises_clear_error(rng_images, monkeypatch):
     monkeypatch.setattr(type(ext._get_engine()), "__call__", always_oom)
     with pytest.raises(MemoryError, match="single image"):
         ext.transform(X)
+
+
+def test_state_digest_reads_architecture_and_tensors_not_repr():
+    """Same weights and layers -> same digest, whatever the training-only rates;
+    another layer setting (dilation instead of stride) or other weights -> not."""
+    import timm
+
+    from sktransfer._cache import state_digest
+
+    a = timm.create_model("test_resnet")
+    same = timm.create_model("test_resnet", drop_path_rate=0.3)
+    same.load_state_dict(a.state_dict())
+    dilated = timm.create_model("test_resnet", output_stride=8)
+    dilated.load_state_dict(a.state_dict())  # identical tensors
+    other = timm.create_model("test_resnet")
+    assert state_digest(a) == state_digest(same)
+    assert state_digest(a) != state_digest(dilated)
+    assert state_digest(a) != state_digest(other)
+
+
+def test_file_digests_are_read_once_per_path_size_and_mtime(tmp_path, monkeypatch):
+    """A predict after fit digests its files from (path, size, mtime): no read;
+    a rewritten file (new size / mtime) is read again and gets its new digest."""
+    import builtins
+    import os
+
+    from PIL import Image
+
+    from sktransfer import _cache
+    from sktransfer._images import check_images
+
+    path = tmp_path / "a.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(path)
+    images = check_images([str(path)])
+    first = _cache.image_digests(images)
+    opened = []
+    real_open = builtins.open
+
+    def spy(file, *args, **kwargs):
+        opened.append(str(file))
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", spy)
+    assert _cache.image_digests(images) == first
+    assert str(path) not in opened
+    Image.fromarray(np.full((8, 8, 3), 255, np.uint8)).save(path)
+    os.utime(path, ns=(0, os.stat(path).st_mtime_ns + 10**9))
+    assert _cache.image_digests(check_images([str(path)])) != first  # re-read

@@ -1,4 +1,6 @@
-"""bf16 training steps stay finite: the two mechanisms behind the NaN on AMX.
+"""Training stays finite, or stops with a clear error.
+
+bf16 training steps: the two mechanisms behind the NaN on AMX.
 
 * oneDNN's bf16 weight gradient of a convolution whose input is smaller than its
   stride is garbage (``benchmarks/bf16_conv_grad.py``): such convolutions run in
@@ -7,6 +9,8 @@
   gradient, instead of ``F.normalize``'s 1e12-fold gradient.
 
 Both are run with the bf16 detection forced on and off, so every CPU checks them.
+A loss that does become NaN (training or validation) ends the fit with the same
+"training diverged" error.
 """
 
 import numpy as np
@@ -119,3 +123,34 @@ def test_normalize_rows_matches_f_normalize_on_real_rows():
     assert torch.equal(normalize_rows(x), want)  # same kernel, same rounding
     means = class_means(x, torch.tensor([0] * 8 + [1] * 8), 2)
     torch.testing.assert_close(means.norm(dim=1), torch.ones(2, dtype=torch.float64))
+
+
+def test_nan_validation_loss_is_a_diverged_error_not_a_missing_best_epoch():
+    """A NaN validation loss left best_epoch_ None and the last weights kept;
+    now it stops the fit with the training-divergence error."""
+
+    class PoisonAfterTraining(Callback):  # the epoch's training loss stays finite
+        def on_batch_begin(self, net, training=False, **kwargs):
+            if not training and len(net.history) == 2:  # epoch 2's validation
+                with torch.no_grad():
+                    net.module_.head.weight.fill_(float("nan"))
+
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(40, 16, 16, 3), dtype=np.uint8)
+    y = np.arange(40) % 2
+    clf = FineTunedClassifier(
+        **{**FT_TINY, "max_epochs": 3},
+        head="linear",
+        early_stopping=True,
+        callbacks=[PoisonAfterTraining()],
+    )
+    with pytest.raises(ValueError, match="validation loss became nan in epoch 2"):
+        clf.fit(X, y)
+
+
+@pytest.mark.parametrize("entry", ["x", print, ("a", 3), ("a",), (3, Callback())])
+def test_invalid_callbacks_entry_is_a_clear_type_error(entry):
+    X = np.zeros((8, 16, 16, 3), np.uint8)
+    y = np.arange(8) % 2
+    with pytest.raises(TypeError, match=r"callbacks\[0\] is .*skorch callback"):
+        FineTunedClassifier(**FT_TINY, callbacks=[entry]).fit(X, y)
