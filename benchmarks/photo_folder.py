@@ -194,6 +194,45 @@ def measure_memory(root, size):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def decode_engine_limit(ext, paths, cores):
+    """``cores / (d + cores * e)`` img/s: the decode + engine limit (issue 20).
+
+    d: seconds per photo of draft decode + EXIF + resize on one core; e: the
+    engine's seconds per image on the same pixels, already resized (all
+    threads). With perfect overlap every core-second goes to one of the two.
+    """
+    pre = Preprocessor(ext.preprocessing_)
+    images = check_images(paths)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        t0 = time.perf_counter()
+        for i in range(len(paths)):
+            pre.load(images, i)
+        d = (time.perf_counter() - t0) / len(paths)
+    finally:
+        torch.set_num_threads(threads)
+    batch = pre.load_batch(images, np.arange(min(32, len(paths))))
+    engine = ext._get_engine()
+    engine(batch)
+    t0 = time.perf_counter()
+    for _ in range(4):
+        engine(batch)
+    e = (time.perf_counter() - t0) / (4 * len(batch))
+    return d, e, cores / (d + cores * e)
+
+
+def rate_with_workers(paths, workers, repeats):
+    ext = CNNFeatureExtractor(num_workers=workers).fit(paths[:2])
+    ext.transform(paths[:8])
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        ext.transform(paths)
+        times.append(time.perf_counter() - t0)
+    return len(paths) / statistics.median(times)
+
+
 def speed(root, args, cores):
     paths = make_photos(root, args.n)
     ext = CNNFeatureExtractor().fit(paths)
@@ -230,7 +269,17 @@ def speed(root, args, cores):
             np.sum(a * b, 1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
         )
 
+    d, e, limit = decode_engine_limit(ext, paths, cores)
+    by_workers = {w: rate_with_workers(paths, w, args.repeats) for w in (0, 1, 2)}
+    auto = resolve_num_workers("auto", check_images(paths))
     return [
+        f"decode + engine limit cores / (d + cores * e): d {d * 1000:.1f} ms "
+        f"(draft decode + EXIF + resize, one core), e {e * 1000:.2f} ms (engine, "
+        f"resized pixels) -> {limit:.0f} images/s; default transform at "
+        f"{r_ext / limit:.2f}x of it (target >= 0.8x)",
+        "num_workers -> images/s: "
+        + ", ".join(f"{w}: {r:.1f}" for w, r in by_workers.items())
+        + f" ('auto' is {auto} here)",
         f"{args.n} JPEGs 2400x1800 (every 4th EXIF orientation 6), batch 32, "
         f"{args.repeats} interleaved repeats, medians",
         f"extractor engine: {engine_name}; resize={ext.resize}, "

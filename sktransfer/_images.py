@@ -635,8 +635,11 @@ def resolve_num_workers(num_workers, images):
     """The DataLoader worker count for decoding ``images``.
 
     ``"auto"``: no workers for arrays (converted a batch at a time in this
-    process) or fewer than 32 images; otherwise one worker per core beyond the
-    first, at least one and at most 4, so decoding overlaps the network.
+    process), fewer than 32 images, or at most 2 cores; otherwise one worker
+    per core beyond the first, at most 4, so decoding overlaps the network. On
+    2 cores a worker competes with the engine's threads: 64 camera JPEGs ran
+    at 113 images/s without workers and 98 with one (2-core AMD EPYC,
+    ``benchmarks/photo_folder.py``); more cores were not measured.
     """
     if num_workers != "auto":
         return int(num_workers)
@@ -645,9 +648,9 @@ def resolve_num_workers(num_workers, images):
     if images.kind == "list" and not any(_is_pil(x) for x in images.items):
         return 0
     cores = available_cores()
-    if cores < 2:
+    if cores <= 2:
         return 0
-    return min(4, max(1, cores - 1))
+    return min(4, cores - 1)
 
 
 def iter_batches(images, preprocessor, batch_size, *, num_workers=0, indices=None):

@@ -207,15 +207,16 @@ def test_num_workers_auto(monkeypatch, rng_images, tmp_path):
         paths.append(str(tmp_path / f"{i}.png"))
         Image.fromarray(X[i % len(X)]).save(paths[-1])
     files = check_images(paths)
-    monkeypatch.setattr(_images, "available_cores", lambda: 2)
+    monkeypatch.setattr(_images, "available_cores", lambda: 4)
     assert _images.resolve_num_workers("auto", arrays) == 0
-    assert _images.resolve_num_workers("auto", files) == 1
+    assert _images.resolve_num_workers("auto", files) == 3
     assert _images.resolve_num_workers("auto", files.subset(range(4))) == 0
     assert _images.resolve_num_workers(3, arrays) == 3
-    monkeypatch.setattr(_images, "available_cores", lambda: 1)
-    assert _images.resolve_num_workers("auto", files) == 0
+    for cores in (1, 2):  # a worker would compete with the engine's threads
+        monkeypatch.setattr(_images, "available_cores", lambda c=cores: c)
+        assert _images.resolve_num_workers("auto", files) == 0
     # Workers change where decoding runs, never the codes.
-    monkeypatch.setattr(_images, "available_cores", lambda: 2)
+    monkeypatch.setattr(_images, "available_cores", lambda: 3)
     ext = CNNFeatureExtractor(**TINY, num_workers="auto").fit(paths)
     np.testing.assert_array_equal(
         ext.transform(paths), ext.set_params(num_workers=0).transform(paths)
@@ -307,11 +308,11 @@ def test_finetune_on_files_with_auto_workers(tmp_path, rng_images, monkeypatch):
         paths.append(str(tmp_path / f"{i}.png"))
         Image.fromarray(X[i % len(X)]).save(paths[-1])
     y = np.resize(y, 40)
-    monkeypatch.setattr(_images, "available_cores", lambda: 2)
+    monkeypatch.setattr(_images, "available_cores", lambda: 3)
     clf = FineTunedClassifier(**TINY, max_epochs=1, random_state=0, resize="crop")
     clf.fit(paths, y)
     assert clf.preprocessing_.resize == "crop"
-    auto = clf.predict_proba(paths)  # decoded in one worker
+    auto = clf.predict_proba(paths)  # decoded in two workers
     np.testing.assert_array_equal(
         auto, clf.set_params(num_workers=0).predict_proba(paths)
     )
