@@ -40,7 +40,7 @@ from ._extractor import CNNFeatureExtractor
 from ._images import check_images
 from ._labels import check_no_missing_labels
 from ._report import StrategyReport
-from ._runtime import library_versions, resolve_device, resolve_precision
+from ._runtime import library_versions, resolve_policy
 from ._strategies import (
     EARLIER,
     PENULTIMATE,
@@ -429,11 +429,14 @@ def _cross_validate(strat, ctx, inputs, y, splits, scoring, n_jobs, verbose):
 
 
 def _resolve_runtime(ctx):
-    """``{"device": ..., "precision": ...}`` the networks will run in."""
-    device = resolve_device(ctx.device)
-    autocast = resolve_precision(ctx.precision, device)
-    precision = "fp32" if autocast is None else str(autocast).split(".")[-1]
-    return {"device": str(device), "precision": precision}
+    """``{"device": ..., "precision": ..., "cpu_kind": ...}`` the networks run in."""
+    policy = resolve_policy(ctx.device, ctx.precision)
+    report = policy.report()
+    return {
+        "device": report["device"],
+        "precision": report["inference"],
+        "cpu_kind": report["cpu_kind"],
+    }
 
 
 def _run_info(ctx, runtime, inputs, splits, scoring, strategies, names, runs):

@@ -470,27 +470,21 @@ def cmd_info(args):
 
     from . import __version__
     from ._backbones import offline_backbones
-    from ._runtime import (
-        cpu_has_fast_bf16,
-        resolve_device,
-        resolve_engine,
-        resolve_precision,
-    )
+    from ._runtime import cpu_kind, resolve_policy
     from .model_selection import available_strategies
 
-    device = resolve_device("auto")
-    autocast = resolve_precision("auto", device)
-    precision = {None: "fp32"}.get(autocast, str(autocast).replace("torch.", ""))
-    engine = resolve_engine("auto", device, autocast)
+    policy = resolve_policy("auto", "auto", "auto").report()
     lines = [
         ("sktransfer", __version__),
         ("python", platform.python_version()),
         ("torch", torch.__version__),
-        ("threads", str(torch.get_num_threads())),
-        ("device (auto)", str(device)),
-        ("precision (auto)", precision),
-        ("CPU fast bf16 (AMX/AVX512-bf16)", "yes" if cpu_has_fast_bf16() else "no"),
-        ("engine (auto)", engine),
+        ("threads", policy["threads"]),
+        ("device (auto)", policy["device"]),
+        ("CPU kind", cpu_kind()),
+        ("precision (auto)", policy["inference"]),
+        ("cached training steps (auto)", policy["cached steps"]),
+        ("memory format (auto)", policy["memory_format"]),
+        ("engine (auto)", policy["engine"]),
         ("offline backbones", ", ".join(offline_backbones()) or "none"),
     ]
     for mod in ("torchvision", "timm", "sklearn", "skorch"):
