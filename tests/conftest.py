@@ -42,6 +42,36 @@ STRATEGY_CTX = {
 CLI_TINY = ["--model", TINY_MODEL, "--weights", "none", "--input-size", "32"]
 
 
+# Tolerances of the same result computed on two compute paths (activation
+# stores vs the whole network, ONNX Runtime vs torch, another batch size or
+# thread count, a saved and loaded model): float sums in another order. Exact
+# equality is only for two runs of one path. Scaled to the largest magnitude.
+FP32_RTOL = 1e-5
+BF16_RTOL = 2e-2
+
+
+def assert_close_paths(actual, desired, rtol=FP32_RTOL, err_msg=""):
+    """``actual`` equals ``desired`` up to ``rtol`` times ``desired``'s scale."""
+    desired = np.asarray(desired, dtype=np.float64)
+    scale = max(1.0, float(np.abs(desired).max(initial=0.0)))
+    np.testing.assert_allclose(
+        actual, desired, rtol=0, atol=rtol * scale, err_msg=err_msg
+    )
+
+
+def assert_same_labels(actual, desired, scores, rtol=FP32_RTOL):
+    """Labels equal except where ``scores`` (n, k) or (n,) are a near-tie."""
+    scores = np.asarray(scores, dtype=np.float64)
+    scale = max(1.0, float(np.abs(scores).max(initial=0.0)))
+    if scores.ndim == 1:
+        margin = np.abs(scores)
+    else:
+        top2 = np.sort(scores, axis=1)[:, -2:]
+        margin = top2[:, 1] - top2[:, 0]
+    clear = margin > 10 * rtol * scale
+    np.testing.assert_array_equal(np.asarray(actual)[clear], np.asarray(desired)[clear])
+
+
 def save_pngs(images, folder):
     """Write each image array as ``folder/<i>.png``; returns the paths as str."""
     from PIL import Image

@@ -12,7 +12,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, TinyNet
+from conftest import TINY, TinyNet, assert_close_paths, assert_same_labels
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline, make_union
@@ -81,8 +81,16 @@ def test_round_trip_same_predictions(name, data, tmp_path):
     assert loaded.get_params(deep=False).keys() == model.get_params(deep=False).keys()
     before, after = _outputs(model, X), _outputs(loaded, X)
     assert before.keys() == after.keys()
-    for method in before:
-        np.testing.assert_array_equal(after[method], before[method], err_msg=method)
+    if name == "finetuned":
+        # the model just fit predicts from its activation stores, the loaded
+        # one through the whole network: two compute paths
+        scores = before["decision_function"]
+        assert_close_paths(after["decision_function"], scores)
+        assert_close_paths(after["predict_proba"], before["predict_proba"])
+        assert_same_labels(after["predict"], before["predict"], scores)
+    else:  # the same engine on the same graph: one path
+        for method in before:
+            np.testing.assert_array_equal(after[method], before[method], method)
     np.testing.assert_array_equal(loaded.classes_, model.classes_)
     assert loaded.classes_.dtype == model.classes_.dtype
 
@@ -141,13 +149,16 @@ def test_load_in_a_new_process(data, tmp_path):
         timeout=600,
     )
     assert res.returncode == 0, res.stderr[-2000:]
-    for name, model in (("pipe", pipe), ("ft", ft)):
-        np.testing.assert_array_equal(
-            np.load(tmp_path / f"{name}_proba.npy"), model.predict_proba(X)
-        )
-        np.testing.assert_array_equal(
-            np.load(tmp_path / f"{name}_pred.npy"), model.predict(X)
-        )
+    # the pipeline runs one path in both processes; the fine-tuned model just
+    # fit predicts from its stores here, through the whole network there
+    np.testing.assert_array_equal(
+        np.load(tmp_path / "pipe_proba.npy"), pipe.predict_proba(X)
+    )
+    np.testing.assert_array_equal(np.load(tmp_path / "pipe_pred.npy"), pipe.predict(X))
+    assert_close_paths(np.load(tmp_path / "ft_proba.npy"), ft.predict_proba(X))
+    assert_same_labels(
+        np.load(tmp_path / "ft_pred.npy"), ft.predict(X), ft.decision_function(X)
+    )
 
 
 def test_manifest_records_parameters_versions_and_digest(data, tmp_path):
