@@ -33,6 +33,7 @@ from torch import nn
 
 from ._images import RESIZE_MODES, check_images
 from ._runtime import ENGINES, PRECISIONS
+from ._skops import register_skops_dispatch
 
 __all__ = ["_ImageEstimatorMixin"]
 
@@ -140,3 +141,6 @@ class _ImageEstimatorMixin:
         tags.input_tags.two_d_array = self.input_shape is not None
         tags.input_tags.three_d_array = True
         return tags
+
+
+register_skops_dispatch(_ImageEstimatorMixin)
