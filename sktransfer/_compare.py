@@ -27,20 +27,27 @@ import sys
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
-from numbers import Integral
+from numbers import Integral, Real
 
 import numpy as np
+import torch
 from sklearn.base import clone
 from sklearn.model_selection import StratifiedKFold, check_cv, cross_validate
 from sklearn.pipeline import Pipeline
+from sklearn.utils._param_validation import (
+    Interval,
+    StrOptions,
+    validate_params,
+)
 from threadpoolctl import threadpool_limits
+from torch import nn
 
 from ._backbones import model_display_name
 from ._extractor import CNNFeatureExtractor
 from ._images import check_images
 from ._labels import check_no_missing_labels
 from ._report import StrategyReport
-from ._runtime import library_versions, resolve_policy
+from ._runtime import PRECISIONS, library_versions, resolve_policy
 from ._strategies import (
     EARLIER,
     PENULTIMATE,
@@ -59,6 +66,25 @@ def _log(verbose, msg):
         print(msg, file=sys.stderr, flush=True)
 
 
+@validate_params(
+    {
+        # one backbone (a name or a module); several: a later version
+        "model": [str, nn.Module],
+        "weights": "no_validation",  # checked by the backbone loader
+        "strategies": [str, list, tuple],
+        "cv": ["cv_object"],
+        "scoring": [str, callable, None],
+        "n_jobs": [Integral, None],
+        "random_state": ["random_state"],
+        "input_size": [Interval(Integral, 1, None, closed="left"), tuple, list, None],
+        "device": [str, torch.device],
+        "precision": [StrOptions(set(PRECISIONS))],
+        "time_budget": [Interval(Real, 0, None, closed="left"), None],
+        "refit": ["boolean"],
+        "verbose": ["verbose"],
+    },
+    prefer_skip_nested_validation=True,
+)
 def compare_strategies(
     X,
     y,

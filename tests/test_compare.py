@@ -261,3 +261,28 @@ def test_pixel_features_any_input():
     ]
     out = PixelFeatures(size=6).fit_transform(imgs)
     assert out.shape == (3, 36) and out.dtype == np.float32
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"model": ["efficientnet_lite0", "efficientnet_lite1"]},
+        {"cv": "five"},
+        {"precision": "int8"},
+        {"time_budget": -1},
+        {"refit": "yes"},
+        {"input_size": 0},
+    ],
+)
+def test_bad_arguments_are_refused_before_any_work(bad, monkeypatch):
+    """A list of backbones (or any bad argument) used to fail every codes strategy
+    on its own and crown the pixel baseline; now nothing runs at all."""
+    import sktransfer._compare as compare
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the arguments were checked")
+
+    monkeypatch.setattr(compare, "_check_data", no_work)
+    X = np.zeros((20, 16, 16, 3), np.uint8)
+    with pytest.raises(ValueError, match=f"'{next(iter(bad))}' parameter"):
+        compare.compare_strategies(X, np.arange(20) % 2, **bad)

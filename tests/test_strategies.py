@@ -279,7 +279,7 @@ def test_lite2_classifies_coffee():
 @pytest.mark.parametrize(
     "kw, match",
     [
-        ({"precision": "int4"}, "precision must be"),
+        ({"precision": "int4"}, "precision. parameter"),
         ({"device": "tpu"}, "device must be"),
     ],
 )
