@@ -384,6 +384,10 @@ def check_images(X, *, input_shape=None, check_files=True, pixel_range="auto"):
         X = X.detach().cpu().numpy()
     if hasattr(X, "to_numpy") and not isinstance(X, np.ndarray):  # pandas
         X = X.to_numpy()
+    if isinstance(X, np.ndarray) and X.dtype.kind in "OUS" and X.shape[1:] == (1,):
+        # one column of paths or PIL images: what ColumnTransformer passes for
+        # ["path"] (a DataFrame of one column)
+        X = X[:, 0]
     if isinstance(X, (list, tuple)) or (
         isinstance(X, np.ndarray) and X.dtype.kind in "OUS"
     ):
