@@ -5,6 +5,7 @@ grayscale images (``input_shape=(1, -1)``) and ``pixel_range=None`` (the checks 
 standardized, negative values, which are not pixels).
 """
 
+import pytest
 from conftest import FLAT
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
@@ -24,8 +25,9 @@ ESTIMATORS = [
     CosineSoftmaxClassifier(),
 ]
 # Why each expected failure is expected (keep this list as short as possible).
-# Non-strict xfails hide the rest of their check: each reason says which
-# assertion fails and why, and the behaviour is tested elsewhere.
+# They are strict (pyproject's xfail_strict): a check that starts passing is a
+# failure to look at. Each reason says which assertion fails and why, and the
+# behaviour is tested elsewhere.
 EXPECTED_FAILED = {
     FineTunedClassifier: {
         "check_sample_weight_equivalence_on_dense_data": (
@@ -33,26 +35,39 @@ EXPECTED_FAILED = {
             "row (different batches and steps), only equal in expectation; "
             "test_finetune.py checks class_weight == sample_weight exactly"
         ),
+    },
+}
+# Checks that hold on some CPUs / thread counts and not on others: skipped with
+# the reason (a non-strict xfail would hide a regression where they pass).
+CPU_DEPENDENT = {
+    FineTunedClassifier: {
         "check_methods_sample_order_invariance": (
             "the same 20 rows in another order, in one batch: CPU convolution "
-            "kernels round a row's features differently by its place in the batch "
-            "(~3e-7 with the default cosine head's trained weights here, 0 with a "
-            "linear head's), above this check's 1e-7 tolerance. test_finetune.py "
-            "checks batch invariance to 2e-5"
+            "kernels may round a row's features differently by its place in the "
+            "batch (~3e-7 with the cosine head on an AMD EPYC; 0 on other CPUs), "
+            "above this check's 1e-7 tolerance. test_finetune.py checks batch "
+            "invariance to the fp32 path tolerance (conftest.FP32)"
         ),
         "check_methods_subset_invariance": (
-            "each row is predicted alone (a batch of 1) and within the batch of "
-            "20: CPU convolution kernels are picked by batch size and round "
-            "differently, so logits move by up to ~5e-6, above this check's 1e-7 "
-            "tolerance; it passes on CPUs / thread counts where the kernels "
-            "agree. test_finetune.py checks batch invariance to 2e-5"
+            "each row predicted alone (a batch of 1) and within the batch of 20: "
+            "CPU convolution kernels are picked by batch size and may round "
+            "differently (logits up to ~5e-6 apart on some CPUs), above this "
+            "check's 1e-7 tolerance. test_finetune.py checks batch invariance "
+            "to the fp32 path tolerance (conftest.FP32)"
         ),
     },
 }
+
+
+def _check_name(check):
+    return getattr(check, "func", check).__name__
 
 
 @parametrize_with_checks(
     ESTIMATORS, expected_failed_checks=lambda est: EXPECTED_FAILED.get(type(est), {})
 )
 def test_sklearn_conformance(estimator, check):
+    reason = CPU_DEPENDENT.get(type(estimator), {}).get(_check_name(check))
+    if reason is not None:
+        pytest.skip(f"CPU-dependent: {reason}")
     check(estimator)
