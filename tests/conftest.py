@@ -1,5 +1,8 @@
 """Shared fixtures: tiny backbones and tiny images so the suite stays fast on CPU."""
 
+import contextlib
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -42,34 +45,148 @@ STRATEGY_CTX = {
 CLI_TINY = ["--model", TINY_MODEL, "--weights", "none", "--input-size", "32"]
 
 
-# Tolerances of the same result computed on two compute paths (activation
-# stores vs the whole network, ONNX Runtime vs torch, another batch size or
-# thread count, a saved and loaded model): float sums in another order. Exact
-# equality is only for two runs of one path. Scaled to the largest magnitude.
-FP32_RTOL = 1e-5
-BF16_RTOL = 2e-2
+# ------------------------------------------------------------------ tolerances
+# Exact equality holds only between two runs of ONE compute path (the same
+# engine, graph, kernels, batch and thread count). Across compute paths --
+# activation stores vs the whole network, ONNX Runtime vs torch, another batch
+# size or thread count, a model saved and loaded into another process -- float
+# sums run in another order, and which order depends on the CPU (AMX, AVX-512,
+# AVX2 kernels round differently). These are the tolerances of that, per dtype:
+# ``rtol`` of each element, ``atol`` of the array's scale (its largest
+# magnitude), since a sum in another order errs relative to its terms, not its
+# result: an element near 0 moves as much as the large ones.
+#
+# fp32: about 84 unit roundoffs (2**-23). Measured across paths on an AMD EPYC
+# (avx512_bf16): <= 1.2e-6 of the scale; an AMX Xeon: 2.9e-6 (test_persistence).
+FP32 = {"rtol": 1e-5, "atol": 1e-5}
+# bf16: about 2.5 unit roundoffs (2**-8): a cached fit's bf16 training steps vs
+# the fp32 fit moved the logits by 6e-4 (lr=1e-3) to 6e-3 (lr=3e-2) of the scale.
+BF16 = {"rtol": 1e-2, "atol": 1e-2}
+TOLERANCES = {"fp32": FP32, "bf16": BF16}
 
 
-def assert_close_paths(actual, desired, rtol=FP32_RTOL, err_msg=""):
-    """``actual`` equals ``desired`` up to ``rtol`` times ``desired``'s scale."""
-    desired = np.asarray(desired, dtype=np.float64)
-    scale = max(1.0, float(np.abs(desired).max(initial=0.0)))
-    np.testing.assert_allclose(
-        actual, desired, rtol=0, atol=rtol * scale, err_msg=err_msg
+def _as_array(a):
+    if isinstance(a, torch.Tensor):
+        a = a.detach().float().cpu().numpy()
+    return np.asarray(a, dtype=np.float64)
+
+
+def path_tolerance(desired, dtype="fp32", scale=None):
+    """The elementwise difference from ``desired`` that two compute paths may show.
+
+    ``scale`` is the magnitude the rounding is relative to: by default the
+    largest of ``desired``; pass the batch's when ``desired`` is a few rows.
+    """
+    tol = TOLERANCES[dtype]
+    desired = np.abs(_as_array(desired))
+    scale = _scale(desired) if scale is None else float(scale)
+    return tol["atol"] * scale + tol["rtol"] * desired
+
+
+def _scale(a):
+    """The largest magnitude of ``a`` (1 for an array of zeros)."""
+    return float(np.abs(a).max(initial=0.0)) or 1.0
+
+
+def assert_same_path(actual, desired, err_msg=""):
+    """Bit-for-bit equality: ``actual`` and ``desired`` ran one compute path."""
+    if isinstance(desired, torch.Tensor):
+        assert torch.equal(actual, desired), err_msg
+        return
+    np.testing.assert_array_equal(actual, desired, err_msg=err_msg)
+
+
+def assert_close_paths(actual, desired, dtype="fp32", scale=None, err_msg=""):
+    """``actual`` equals ``desired`` up to the rounding of another compute path.
+
+    ``dtype`` ("fp32" or "bf16") is the precision the two paths compute in;
+    ``scale`` as in :func:`path_tolerance`.
+    """
+    actual, want = _as_array(actual), _as_array(desired)
+    assert actual.shape == want.shape, (actual.shape, want.shape, err_msg)
+    scale = _scale(want) if scale is None else float(scale)
+    excess = np.abs(actual - want) - path_tolerance(want, dtype, scale)
+    if (excess > 0).any():
+        i = np.unravel_index(np.argmax(excess), excess.shape)
+        raise AssertionError(
+            f"not equal up to {dtype} path rounding ({TOLERANCES[dtype]}, atol "
+            f"times the scale {scale:.3g}): "
+            f"{int((excess > 0).sum())} of {excess.size} elements, worst at {i}: "
+            f"{actual[i]!r} vs {want[i]!r}. {err_msg}"
+        )
+
+
+def assert_far_apart(a, b, dtype="fp32", factor=10, err_msg=""):
+    """``a`` and ``b`` differ by ``factor`` times ``dtype``'s path tolerance.
+
+    The contrast that gives a tolerance comparison its meaning: a trained model
+    against the same configuration that trained nothing (:func:`untrained`), so
+    that a fit which silently skips its steps cannot pass as "the same model".
+    """
+    a, b = _as_array(a), _as_array(b)
+    gap = float(np.abs(a - b).max())
+    bound = float(path_tolerance(b, dtype).max())
+    assert gap >= factor * bound, (
+        f"the gap {gap:.3g} is not {factor}x the {dtype} tolerance {bound:.3g}: "
+        f"a comparison at that tolerance cannot tell them apart. {err_msg}"
     )
 
 
-def assert_same_labels(actual, desired, scores, rtol=FP32_RTOL):
+def assert_same_labels(actual, desired, scores, dtype="fp32"):
     """Labels equal except where ``scores`` (n, k) or (n,) are a near-tie."""
-    scores = np.asarray(scores, dtype=np.float64)
-    scale = max(1.0, float(np.abs(scores).max(initial=0.0)))
+    scores = _as_array(scores)
     if scores.ndim == 1:
         margin = np.abs(scores)
     else:
         top2 = np.sort(scores, axis=1)[:, -2:]
         margin = top2[:, 1] - top2[:, 0]
-    clear = margin > 10 * rtol * scale
+    clear = margin > 2 * path_tolerance(scores, dtype).max()
     np.testing.assert_array_equal(np.asarray(actual)[clear], np.asarray(desired)[clear])
+
+
+def untrained(model, X, y, **fit_params):
+    """``model``'s configuration fit with learning rates of 1e-12: no step moves.
+
+    Its logits (``decision_function``) are what a fit that trains nothing would
+    predict -- the initialized head, the BatchNorm statistics a fit recomputes --
+    the reference :func:`assert_far_apart` holds a trained model away from.
+    """
+    from sklearn.base import clone
+
+    params = {"lr": 1e-12}
+    if model.get_params().get("backbone_lr") is not None:
+        params["backbone_lr"] = 1e-12
+    return clone(model).set_params(**params).fit(X, y, **fit_params)
+
+
+# ------------------------------------------------- which path a prediction took
+@contextlib.contextmanager
+def whole_network_images(model):
+    """Counts the images a fitted FineTunedClassifier runs through its whole network.
+
+    Inside the block, every prediction call appends how many of its images ran
+    the whole network; the others started from the process's activation stores
+    (the frozen part's rows stored by a fit: see ``sktransfer._activations``).
+    """
+    counts = []
+    real = model._predict_engine
+
+    def spy(n_images):
+        counts.append(n_images)
+        return real(n_images)
+
+    model._predict_engine = spy  # an instance attribute, removed below
+    try:
+        yield counts
+    finally:
+        del model._predict_engine
+
+
+def predicts_from_stores(model, X):
+    """Whether predicting ``X`` ran no image through the whole network."""
+    with whole_network_images(model) as counts:
+        model.decision_function(X)
+    return sum(counts) == 0
 
 
 def save_pngs(images, folder):
@@ -141,6 +258,52 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+# Everything the package (or a library it drives) would keep under the home
+# directory, pointed to the session's folder: exported ONNX graphs
+# ($SKTRANSFER_CACHE_DIR/onnx), and XDG caches (matplotlib's font cache, any
+# library that follows XDG_CACHE_HOME).
+HERMETIC_ENV = ("SKTRANSFER_CACHE_DIR", "XDG_CACHE_HOME", "MPLCONFIGDIR")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hermetic_cache_dir(tmp_path_factory):
+    """Tests never write to ``~/.cache``: one temporary folder for the session.
+
+    Shared by the xdist workers of a run (the folder above each worker's base
+    temp), so each graph is exported once per run, not once per test; graphs
+    are published atomically (``os.replace``), so a worker never reads half a
+    file. Subprocesses that tests spawn inherit the environment.
+    """
+    root = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        root = root.parent
+    root = root / "sktransfer-cache"
+    mp = pytest.MonkeyPatch()
+    mp.setenv("SKTRANSFER_CACHE_DIR", str(root))
+    mp.setenv("XDG_CACHE_HOME", str(root / "xdg"))
+    mp.setenv("MPLCONFIGDIR", str(root / "matplotlib"))
+    yield root
+    mp.undo()
+
+
+@pytest.fixture(autouse=True)
+def _clear_process_caches():
+    """Every test starts and ends with empty process caches (one registry).
+
+    ``sktransfer._runtime.clear_caches`` drops loaded networks, ONNX Runtime
+    sessions, digests and the activation stores; graphs on disk stay. Before
+    each test too, so that a model fitted by a module-scoped fixture predicts
+    through its whole network in every test, whatever ran before it; a test
+    that needs the activation stores fits its own model, and says so
+    (:func:`predicts_from_stores`).
+    """
+    from sktransfer._runtime import clear_caches
+
+    clear_caches()
+    yield
+    clear_caches()
 
 
 @pytest.fixture(autouse=True)
