@@ -8,6 +8,15 @@ import threading
 import numpy as np
 import pytest
 import torch
+from conftest import (
+    assert_close_paths,
+    assert_far_apart,
+    assert_same_labels,
+    assert_same_path,
+    predicts_from_stores,
+    untrained,
+    whole_network_images,
+)
 from sklearn.base import clone
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import log_loss
@@ -40,25 +49,22 @@ def bands(n, n_classes=2, size=32, seed=0):
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.fixture(autouse=True)
-def _fresh_caches():
-    clear_caches()
-    _activations.FORWARDS.clear()
-    yield
-    clear_caches()
+# conftest clears the process caches (FORWARDS included) around every test.
 
 
 def state(clf):
     return {k: v.detach().clone() for k, v in clf.net_.module_.state_dict().items()}
 
 
-def assert_same_state(a, b, atol=1e-5):
+def assert_same_state(a, b):
+    """Two fits' states, up to the fp32 rounding of another compute path (the
+    rounding of each step adds up); integer buffers exactly."""
     assert a.keys() == b.keys()
     for k in a:
         if a[k].is_floating_point():
-            torch.testing.assert_close(a[k], b[k], atol=atol, rtol=1e-4, msg=k)
+            assert_close_paths(a[k], b[k], err_msg=k)
         else:
-            assert torch.equal(a[k], b[k]), k
+            assert_same_path(a[k], b[k], err_msg=k)
 
 
 class Record(Callback):
@@ -99,12 +105,13 @@ def test_cached_equals_uncached_without_augmentation(train_layers):
     plain = FineTunedClassifier(**kw, cache=False).fit(X, y)
     assert plain.policy_["cache"].startswith("off")
     assert_same_state(state(cached), state(plain))
-    np.testing.assert_allclose(
-        cached.predict_proba(X), plain.predict_proba(X), atol=1e-5
-    )
+    # the cached fit predicts from its stores, the uncached one through the
+    # whole network: two paths
+    assert predicts_from_stores(cached, X) and not predicts_from_stores(plain, X)
+    logits = cached.decision_function(X)
+    assert_close_paths(plain.decision_function(X), logits)
     # training moved the trained part (the comparison is not between two no-ops)
-    first = cached.history_[:, "train_loss"]
-    assert first[0] != first[-1]
+    assert_far_apart(logits, untrained(plain, X, y).decision_function(X))
 
 
 def test_cache_shared_across_grid_folds_and_candidates():
@@ -129,23 +136,31 @@ def test_rows_derived_from_the_checkpoint_equal_rows_from_pixels(
 ):
     X, y = bands(16)
     est = FineTunedClassifier(
-        **TINY, train_layers=train_layers, augment="light", augment_views=2,
-        max_epochs=2, batch_size=8, random_state=0,
+        **TINY,
+        train_layers=train_layers,
+        augment="light",
+        augment_views=2,
+        max_epochs=2,
+        batch_size=8,
+        random_state=0,
     )
     derived = clone(est).fit(X, y)
-    assert "derived from the shared checkpoint after blocks.2" in derived.policy_[
-        "cache"
-    ]
+    assert (
+        "derived from the shared checkpoint after blocks.2" in derived.policy_["cache"]
+    )
     assert _activations.FORWARDS["derived"] == 3 * len(X)  # clean view + 2
-    clear_caches()
-    _activations.FORWARDS.clear()
+    clear_caches()  # FORWARDS too
     # no RAM for a checkpoint: the rows come from the pixels directly
     monkeypatch.setattr(_activations, "ACTIVATION_RAM_BYTES", 0)
     direct = clone(est).fit(X, y)
     assert "derived" not in direct.policy_["cache"]
     assert _activations.FORWARDS["derived"] == 0
     assert _activations.FORWARDS["prefix"] == 3 * len(X)
+    # the same units on the same inputs, run from other inputs and batches
     assert_same_state(state(derived), state(direct))
+    logits = derived.decision_function(X)
+    assert_close_paths(direct.decision_function(X), logits)
+    assert_far_apart(logits, untrained(est, X, y).decision_function(X))
 
 
 def test_k_augmented_views_are_precomputed_and_drawn():
@@ -171,6 +186,64 @@ def test_k_augmented_views_are_precomputed_and_drawn():
     assert acts.train_split is None
 
 
+class KeepActivations(Callback):
+    """Keeps the fit's activation set (its stored rows, every view)."""
+
+    def on_epoch_begin(self, net, dataset_train=None, **kwargs):
+        self.acts = dataset_train.acts
+
+
+def _stored_views(augment, X, y, n_views=3):
+    """``(rows, clean)``: the stored rows ``(n_images, n_views + 1, ...)`` of a
+    cached fit, and the frozen prefix run on the un-augmented images."""
+    keep = KeepActivations()
+    clf = FineTunedClassifier(
+        **TINY,
+        train_layers=2,
+        augment=augment,
+        augment_views=n_views,
+        max_epochs=1,
+        batch_size=8,
+        callbacks=[keep],
+        random_state=0,
+    ).fit(X, y)
+    acts = keep.acts
+    assert acts.n_views == n_views
+    rows = torch.stack(
+        [
+            torch.stack([acts.get(i, v) for v in range(n_views + 1)])
+            for i in range(len(X))
+        ]
+    )
+    x = Preprocessor(clf.preprocessing_)(check_images(X).get_batch(range(len(X))))
+    with torch.no_grad():
+        clean = _activations.run_units(acts.prefix, x)
+    return rows.numpy(), clean.numpy()
+
+
+def _assert_views_differ(rows):
+    for i, views in enumerate(rows):
+        for v in range(len(views)):
+            for w in range(v + 1, len(views)):
+                assert_far_apart(
+                    views[v], views[w], err_msg=f"image {i} views {v}, {w}"
+                )
+
+
+def test_stored_views_are_augmented_and_the_clean_view_is_the_image():
+    """The K views of an image are K different augmentations, view 0 the image
+    itself: a no-op augmentation would store K copies of view 0 (and fail)."""
+    X, y = bands(8)
+    # "standard" rotates by a continuous angle: no two views coincide
+    rows, clean = _stored_views("standard", X, y)
+    assert_close_paths(rows[:, 0], clean)  # batches of other sizes: two paths
+    _assert_views_differ(rows)
+    # the check can fail: an augmentation that changes nothing
+    noop, _ = _stored_views(lambda t: t, X, y)
+    with pytest.raises(AssertionError, match="cannot tell them apart"):
+        _assert_views_differ(noop)
+
+
 def test_views_differ_and_repeat_across_fits():
     X, y = bands(8)
     kw = dict(**TINY, train_layers=2, augment="light", augment_views=2, max_epochs=1)
@@ -178,7 +251,9 @@ def test_views_differ_and_repeat_across_fits():
     n = _activations.FORWARDS["prefix"]
     b = FineTunedClassifier(**kw, random_state=0).fit(X, y)
     assert _activations.FORWARDS["prefix"] == n  # same seed: views reused
-    np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X), atol=1e-6)
+    # the same stored rows, the same steps, both predicting from the stores
+    assert predicts_from_stores(a, X) and predicts_from_stores(b, X)
+    assert_same_path(a.decision_function(X), b.decision_function(X))
     FineTunedClassifier(**kw, random_state=1).fit(X, y)
     assert _activations.FORWARDS["prefix"] == n + 2 * len(X)  # new augmented views
 
@@ -188,7 +263,7 @@ def test_memory_budget_spills_to_memmap(monkeypatch):
     kw = dict(
         **TINY, train_layers=2, augment=None, max_epochs=2, batch_size=8, random_state=0
     )
-    ref = FineTunedClassifier(**kw).fit(X, y).predict_proba(X)
+    ref = FineTunedClassifier(**kw).fit(X, y).decision_function(X)
     ram, disk = _activations.activation_memory()
     assert ram > 0 and disk == 0
     # the checkpoint's store and the cut's: the cut's rows are the smaller
@@ -200,14 +275,15 @@ def test_memory_budget_spills_to_memmap(monkeypatch):
     monkeypatch.setattr(_activations, "ACTIVATION_RAM_BYTES", budget)
     FineTunedClassifier(**kw).fit(X[:12], y[:12])
     assert _activations.activation_memory() == (budget, 0)
-    out = FineTunedClassifier(**kw).fit(X, y).predict_proba(X)
+    out = FineTunedClassifier(**kw).fit(X, y).decision_function(X)
     ram, disk = _activations.activation_memory()
     assert ram == budget and disk == budget
     (store,) = _activations._STORES.values()
     files = [a for a, f in store.slabs if f is not None]
     # one file per view computed past the budget, not one per batch
     assert len(files) == 1 and isinstance(files[0], np.memmap)
-    np.testing.assert_allclose(out, ref, atol=1e-6)
+    # the rows were computed in other batches (and not from the checkpoint)
+    assert_close_paths(out, ref)
 
 
 def test_disk_cache_serves_a_fresh_process(tmp_path, monkeypatch):
@@ -217,12 +293,12 @@ def test_disk_cache_serves_a_fresh_process(tmp_path, monkeypatch):
     first = FineTunedClassifier(**kw, cache="~/acts").fit(X, y)
     assert (tmp_path / "acts").is_dir()  # "~" expanded, no literal "~" folder
     clear_caches()  # forget everything in memory, as a new process would
-    _activations.FORWARDS.clear()
     again = FineTunedClassifier(**kw, cache="~/acts").fit(X, y)
     assert _activations.FORWARDS["prefix"] == 0
-    np.testing.assert_allclose(
-        first.predict_proba(X), again.predict_proba(X), atol=1e-6
-    )
+    # the rows read back are the float32 rows written: the same steps, and
+    # both predict from them
+    assert predicts_from_stores(first, X) and predicts_from_stores(again, X)
+    assert_same_path(first.decision_function(X), again.decision_function(X))
 
 
 def test_fallback_when_the_frozen_part_trains(capsys):
@@ -354,7 +430,10 @@ def test_auto_train_layers_start_after_the_last_downsampling(model, size, start,
         units = cache_units(net, trained)
         j = checkpoint_index(units, down)
         assert units[j][0] in (down, stage)
-        assert units[j - 1][0] == units[checkpoint_index(cache_units(net, set()), down) - 1][0]
+        assert (
+            units[j - 1][0]
+            == units[checkpoint_index(cache_units(net, set()), down) - 1][0]
+        )
 
 
 def test_checkpoint_index_needs_a_unit_boundary():
@@ -412,13 +491,14 @@ def test_early_stopping_keeps_the_epoch_that_validates_best(train_layers):
 def test_threaded_fits_equal_a_sequential_fit(params):
     X, y = bands(24)
     est = FineTunedClassifier(**TINY, **params, max_epochs=2, random_state=0)
-    ref = clone(est).fit(X, y).predict_proba(X)
+    ref = clone(est).fit(X, y).decision_function(X)
+    assert_far_apart(ref, untrained(est, X, y).decision_function(X))
     clear_caches()
     results, errors = {}, []
 
     def work(i):
         try:
-            results[i] = clone(est).fit(X, y).predict_proba(X)
+            results[i] = clone(est).fit(X, y).decision_function(X)
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -428,8 +508,9 @@ def test_threaded_fits_equal_a_sequential_fit(params):
     for t in threads:
         t.join()
     assert not errors, errors
+    # two threads may fill one store in other batches than a lone fit
     for i in range(2):
-        np.testing.assert_allclose(results[i], ref, atol=1e-6)
+        assert_close_paths(results[i], ref)
 
 
 @pytest.mark.parametrize("batch_size", [1, 4])
@@ -475,9 +556,11 @@ def test_fitted_model_pickles_without_its_activations():
     assert not clf.policy_["cache"].startswith("off")
     blob = pickle.dumps(clf)
     assert len(blob) < 5 * 1024**2
-    np.testing.assert_allclose(
-        pickle.loads(blob).predict_proba(X), clf.predict_proba(X), atol=1e-6
-    )
+    restored = pickle.loads(blob)
+    # the model predicts from the stores, its unpickled copy (no stores)
+    # through the whole network
+    assert predicts_from_stores(clf, X) and not predicts_from_stores(restored, X)
+    assert_close_paths(restored.decision_function(X), clf.decision_function(X))
 
 
 # ---------------------------------------------------- predicting from the stores
@@ -485,21 +568,27 @@ def test_predict_starts_from_stored_activations_of_training_images():
     X, y = bands(24)
     fresh, _ = bands(8, seed=5)  # never trained on: no stored rows
     clf = FineTunedClassifier(
-        **TINY, train_layers=2, augment="light", augment_views=2, max_epochs=2,
-        batch_size=8, random_state=0,
+        **TINY,
+        train_layers=2,
+        augment="light",
+        augment_views=2,
+        max_epochs=2,
+        batch_size=8,
+        random_state=0,
     ).fit(X, y)
     assert len(clf._derived()["stores"]) == 2  # the cut's store, the checkpoint's
     mixed = np.concatenate([X[:10], fresh, X[10:]])
-    via_stores = clf.predict_proba(X)
-    assert "engine" not in clf._derived()  # no image ran the whole network
-    via_both = clf.predict_proba(mixed)
+    assert predicts_from_stores(clf, X)  # no image ran the whole network
+    via_stores = clf.decision_function(X)
+    with whole_network_images(clf) as counts:
+        via_both = clf.decision_function(mixed)
+        labels = clf.predict(mixed)
+    assert counts == [len(fresh)] * 2  # only the new images
     clear_caches()  # the same model, every image through the whole network
-    full = clf.predict_proba(mixed)
-    np.testing.assert_allclose(via_both, full, atol=1e-5)
-    np.testing.assert_allclose(
-        via_stores, np.concatenate([full[:10], full[18:]]), atol=1e-5
-    )
-    assert (clf.predict(mixed) == clf.classes_[full.argmax(1)]).all()
+    full = clf.decision_function(mixed)
+    assert_close_paths(via_both, full)
+    assert_close_paths(via_stores, np.concatenate([full[:10], full[18:]]))
+    assert_same_labels(labels, clf.classes_[(full > 0).astype(int)], full)
 
 
 def test_predict_from_the_checkpoint_store_in_a_grid_fold():
@@ -509,14 +598,15 @@ def test_predict_from_the_checkpoint_store_in_a_grid_fold():
     FineTunedClassifier(**kw, train_layers="head").fit(X[12:], y[12:])
     clf = FineTunedClassifier(**kw, train_layers=2).fit(X[:12], y[:12])
     _activations.FORWARDS.clear()
-    proba = clf.predict_proba(X[12:])  # rows stored by the other fit's checkpoint
-    assert "engine" not in clf._derived()
+    # rows stored by the other fit's checkpoint
+    assert predicts_from_stores(clf, X[12:])
+    logits = clf.decision_function(X[12:])
     stores = clf._derived()["stores"]
     (ck_spec,) = [spec for spec, *_ in stores if "cut=blocks.2|" in spec]
     found, _ = _activations.lookup(ck_spec, image_digests(check_images(X[12:])))
     assert found.all()
     clear_caches()
-    np.testing.assert_allclose(proba, clf.predict_proba(X[12:]), atol=1e-5)
+    assert_close_paths(clf.decision_function(X[12:]), logits)
 
 
 def test_predict_ignores_stores_whose_frozen_units_changed():
@@ -527,10 +617,12 @@ def test_predict_ignores_stores_whose_frozen_units_changed():
     first = next(clf.net_.module_.body.parameters())
     with torch.no_grad():
         first.mul_(0.5)  # the stem (frozen, before both stores) changes after fit
-    proba = clf.predict_proba(X)
+    assert not predicts_from_stores(clf, X)
+    logits = clf.decision_function(X)
     assert clf._derived()["engine"].kind == "torch"  # the whole network ran
     clear_caches()
-    np.testing.assert_allclose(proba, clf.predict_proba(X), atol=1e-6)
+    # the same torch engine on the same images, stores or not: one path
+    assert_same_path(clf.decision_function(X), logits)
 
 
 def test_predict_ignores_stores_for_an_explicit_engine():
@@ -546,7 +638,11 @@ def test_head_epochs_train_on_stored_body_outputs():
     """A frozen-body fit stored the body's outputs: LP-FT's head epochs reuse them."""
     X, y = bands(24)
     kw = dict(
-        **TINY, augment="light", augment_views=2, batch_size=8, random_state=0,
+        **TINY,
+        augment="light",
+        augment_views=2,
+        batch_size=8,
+        random_state=0,
         precision="fp32",  # the stored rows are fp32: compare like with like
     )
     alone = FineTunedClassifier(**kw, train_layers=2, freeze_epochs=2, max_epochs=3)
@@ -557,10 +653,11 @@ def test_head_epochs_train_on_stored_body_outputs():
     shared = clone(alone).fit(X, y)
     assert shared.policy_["cache"].endswith("head-only epochs on stored body outputs")
     assert shared.net_.module_.phase_cuts is None and shared.net_.module_.cut is None
+    # head epochs on stored body outputs vs on the units after the cut
     assert_same_state(state(shared), state(alone))
-    np.testing.assert_allclose(
-        shared.predict_proba(X), alone.predict_proba(X), atol=1e-5
-    )
+    logits = alone.decision_function(X)
+    assert_close_paths(shared.decision_function(X), logits)
+    assert_far_apart(logits, untrained(alone, X, y).decision_function(X))
 
 
 def test_stored_body_outputs_need_every_view():
@@ -584,7 +681,9 @@ def test_bf16_steps_only_with_the_cache(fast_bf16):
     from sktransfer._training import FP32Conv2d
 
     X, y = bands(24)
-    kw = dict(**TINY, augment=None, max_epochs=2, batch_size=8, random_state=0)
+    # lr=1e-2: the trained logits end far from the initial ones (a third of
+    # their scale), far above the bf16 tolerance
+    kw = dict(**TINY, augment=None, max_epochs=2, batch_size=8, lr=1e-2, random_state=0)
     seen = []
 
     class Spy(Callback):  # what the steps run in, seen from inside the fit
@@ -608,20 +707,22 @@ def test_bf16_steps_only_with_the_cache(fast_bf16):
         assert cached.policy_["precision"].startswith("bf16 training steps")
         assert steps[:3] == [torch.bfloat16, True, True]
         # the depthwise convolutions are plain again: nothing of it is saved
-        assert not any(
-            isinstance(m, FP32Conv2d) for m in cached.net_.module_.modules()
-        )
+        assert not any(isinstance(m, FP32Conv2d) for m in cached.net_.module_.modules())
         assert any(
             type(m) is nn.Conv2d and m.groups > 1 for m in cached.net_.module_.modules()
         )
-        # the same model up to bf16 rounding of the trained units
-        np.testing.assert_allclose(
-            cached.predict_proba(X), fp32.predict_proba(X), atol=0.05
-        )
+        # the same model up to bf16 rounding of the trained units, compared on
+        # logits: probabilities saturate (a model that never trained was 2e-5
+        # from the trained one in probability, 2.4 in logits)
+        logits = fp32.decision_function(X)
+        assert_close_paths(cached.decision_function(X), logits, dtype="bf16")
+        assert_far_apart(logits, untrained(fp32, X, y).decision_function(X), "bf16")
     else:
         assert cached.policy_["precision"] == "fp32"
         assert steps[1] is False and steps[2] is False
-        assert_same_state(state(cached), state(fp32), atol=0)
+        # fp32 steps both; the fp32 fit (outside the forcing) may train in
+        # another memory format (channels_last on a bf16 CPU): two paths
+        assert_same_state(state(cached), state(fp32))
     # without the cache the frozen part would run in bf16 too: fp32 steps
     assert plain.policy_["precision"] == "fp32"
     assert seen[1] is False and seen[2] is False
