@@ -12,7 +12,14 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, TinyNet, assert_close_paths, assert_same_labels
+from conftest import (
+    TINY,
+    TinyNet,
+    assert_close_paths,
+    assert_same_labels,
+    assert_same_path,
+    predicts_from_stores,
+)
 from sklearn.exceptions import NotFittedError
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline, make_union
@@ -83,14 +90,15 @@ def test_round_trip_same_predictions(name, data, tmp_path):
     assert before.keys() == after.keys()
     if name == "finetuned":
         # the model just fit predicts from its activation stores, the loaded
-        # one through the whole network: two compute paths
+        # one through the whole network: two compute paths, compared on logits
+        assert predicts_from_stores(model, X)
+        assert not predicts_from_stores(loaded, X)
         scores = before["decision_function"]
         assert_close_paths(after["decision_function"], scores)
-        assert_close_paths(after["predict_proba"], before["predict_proba"])
         assert_same_labels(after["predict"], before["predict"], scores)
     else:  # the same engine on the same graph: one path
         for method in before:
-            np.testing.assert_array_equal(after[method], before[method], method)
+            assert_same_path(after[method], before[method], method)
     np.testing.assert_array_equal(loaded.classes_, model.classes_)
     assert loaded.classes_.dtype == model.classes_.dtype
 
@@ -105,7 +113,7 @@ def test_fitted_attributes_survive(data, tmp_path):
     np.testing.assert_array_equal(
         loaded.get_feature_names_out(), ext.get_feature_names_out()
     )
-    np.testing.assert_array_equal(loaded.transform(X), ext.transform(X))
+    assert_same_path(loaded.transform(X), ext.transform(X))  # the same graph
 
     ft = FineTunedClassifier(**TINY, max_epochs=2, batch_size=8, random_state=0)
     ft.fit(X, y)
@@ -138,6 +146,9 @@ def test_load_in_a_new_process(data, tmp_path):
         for name in ("pipe", "ft"):
             model = sktransfer.load({str(tmp_path)!r} + f"/{{name}}.skt")
             np.save({str(tmp_path)!r} + f"/{{name}}_proba.npy", model.predict_proba(X))
+            np.save(
+                {str(tmp_path)!r} + f"/{{name}}_scores.npy", model.decision_function(X)
+            )
             np.save({str(tmp_path)!r} + f"/{{name}}_pred.npy", model.predict(X))
         """
     )
@@ -149,16 +160,19 @@ def test_load_in_a_new_process(data, tmp_path):
         timeout=600,
     )
     assert res.returncode == 0, res.stderr[-2000:]
-    # the pipeline runs one path in both processes; the fine-tuned model just
-    # fit predicts from its stores here, through the whole network there
-    np.testing.assert_array_equal(
-        np.load(tmp_path / "pipe_proba.npy"), pipe.predict_proba(X)
-    )
-    np.testing.assert_array_equal(np.load(tmp_path / "pipe_pred.npy"), pipe.predict(X))
-    assert_close_paths(np.load(tmp_path / "ft_proba.npy"), ft.predict_proba(X))
-    assert_same_labels(
-        np.load(tmp_path / "ft_pred.npy"), ft.predict(X), ft.decision_function(X)
-    )
+    # the pipeline runs one path in both processes (the same graph, threads)
+    for what, want in (
+        ("proba", pipe.predict_proba(X)),
+        ("scores", pipe.decision_function(X)),
+        ("pred", pipe.predict(X)),
+    ):
+        assert_same_path(np.load(tmp_path / f"pipe_{what}.npy"), want, what)
+    # the fine-tuned model just fit predicts from its stores here, through
+    # the whole network there: two paths, compared on logits
+    assert predicts_from_stores(ft, X)
+    scores = ft.decision_function(X)
+    assert_close_paths(np.load(tmp_path / "ft_scores.npy"), scores)
+    assert_same_labels(np.load(tmp_path / "ft_pred.npy"), ft.predict(X), scores)
 
 
 def test_manifest_records_parameters_versions_and_digest(data, tmp_path):
@@ -283,7 +297,7 @@ def test_pretrained_weights_by_spec_and_digest_checked(layer, tmp_path):
     path = sktransfer.save(ext, tmp_path / "lite0.skt")
     assert path.stat().st_size < 100_000  # 4.6M weights are not in the file
     loaded = sktransfer.load(path)
-    np.testing.assert_array_equal(loaded.transform(X), ext.transform(X))
+    assert_same_path(loaded.transform(X), ext.transform(X))  # the same graph
 
     with zipfile.ZipFile(path) as zf:
         manifest = json.loads(zf.read("manifest.json"))
@@ -304,7 +318,8 @@ def test_weights_file_is_stored_not_referenced(data, tmp_path):
     codes = ext.fit_transform(X)
     path = sktransfer.save(ext, tmp_path / "ext.skt")
     weights.unlink()
-    np.testing.assert_array_equal(sktransfer.load(path).transform(X), codes)
+    # the same weights, so the same graph: one path
+    assert_same_path(sktransfer.load(path).transform(X), codes)
 
 
 def test_save_refuses_what_load_could_not_rebuild(data, tmp_path):
@@ -330,7 +345,7 @@ def test_load_rejects_other_files(data, tmp_path):
         joblib.load(tmp_path / "model.joblib"),
         pickle.loads(pickle.dumps(pipe)),
     ):
-        np.testing.assert_array_equal(restored.predict_proba(X), pipe.predict_proba(X))
+        assert_same_path(restored.predict_proba(X), pipe.predict_proba(X))
 
 
 def test_pickling_leaves_the_live_extractor_intact(data):
