@@ -192,6 +192,31 @@ def load_fashion_mnist(*, subset="train", data_home=None, return_X_y=False):
     return _pick(subset, parts, return_X_y, "Fashion-MNIST (Zalando, MIT license)")
 
 
+def _suffixes(extensions):
+    """``extensions`` as a tuple of lower-case suffixes with their dot.
+
+    A single string is one suffix: matched against a tuple it would otherwise be
+    a substring test (``".png"`` would count ``.p`` files and files without a
+    suffix).
+    """
+    items = [extensions] if isinstance(extensions, str) else extensions
+    try:
+        items = list(items)
+    except TypeError:
+        items = None
+    if items is None or not all(isinstance(e, str) for e in items):
+        raise TypeError(
+            f"extensions must be a suffix such as '.png' or a list of them, got "
+            f"{extensions!r}."
+        )
+    if not items or not all(e.strip(".") for e in items):
+        raise ValueError(
+            f"extensions must name at least one suffix such as '.png', got "
+            f"{extensions!r}."
+        )
+    return tuple(e.lower() if e.startswith(".") else f".{e.lower()}" for e in items)
+
+
 def load_image_folder(path, *, extensions=IMAGE_EXTENSIONS, return_X_y=False):
     """List an ImageFolder-style directory: one subfolder of images per class.
 
@@ -201,8 +226,9 @@ def load_image_folder(path, *, extensions=IMAGE_EXTENSIONS, return_X_y=False):
         ``path/<class name>/<image file>`` (images in nested folders of a class
         count for it); hidden files and folders (names starting with ``.``,
         e.g. ``.thumbs``) and other extensions are skipped.
-    extensions : tuple of str, default=common image extensions
-        File suffixes (lower case) counted as images.
+    extensions : str or iterable of str, default=common image extensions
+        File suffixes counted as images, e.g. ``(".png", ".jpg")``; a single
+        string is one suffix. Case and a missing leading dot do not matter.
     return_X_y : bool, default=False
         Return ``(filenames, target)`` instead of a Bunch.
 
@@ -233,6 +259,7 @@ def load_image_folder(path, *, extensions=IMAGE_EXTENSIONS, return_X_y=False):
     >>> list(y)
     ['cat', 'dog']
     """
+    extensions = _suffixes(extensions)
     root = Path(path)
     if not root.exists():
         raise FileNotFoundError(f"image folder {str(root)!r} does not exist.")
