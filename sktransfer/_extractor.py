@@ -197,8 +197,9 @@ class CNNFeatureExtractor(
         ``(8, 8)`` for ``load_digits().data``; ``-1`` infers one axis. Such
         ``X`` is validated like any scikit-learn feature matrix.
     pixel_range : {"auto"} or None, default="auto"
-        ``"auto"``: uint8 is divided by 255, uint16 by 65535, floats must lie in
-        [0, 1] (or [0, 255]); other values are an error, never silently rescaled.
+        ``"auto"``: the dtype decides: uint8 is divided by 255, uint16 by 65535,
+        other integers must lie in 0-255 and floats in [0, 1]; other values are
+        an error, never silently rescaled.
         ``None``: array values are used as they are (already scaled or
         standardized data); the weights' mean / std are applied either way.
     cache : None, str, path or joblib.Memory, default=None

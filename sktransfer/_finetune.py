@@ -292,8 +292,8 @@ class FineTunedClassifier(
     input_shape : tuple of int, default=None
         Shape of one image when ``X`` is a 2-D array of flattened images.
     pixel_range : {"auto"} or None, default="auto"
-        ``"auto"``: uint8 is divided by 255, floats must lie in [0, 1] (or
-        [0, 255]); ``None``: array values are used as they are (already scaled
+        ``"auto"``: the dtype decides (uint8 is divided by 255, floats must lie
+        in [0, 1]); ``None``: array values are used as they are (already scaled
         or standardized data), as in :class:`CNNFeatureExtractor`.
     callbacks : list of skorch callbacks or None, default=None
         Extra skorch callbacks, e.g. :class:`sktransfer.callbacks.WeightTracker`.

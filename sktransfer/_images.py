@@ -6,13 +6,35 @@ validated view that decodes lazily. :class:`Preprocessor` resizes (``"squash"`` 
 :class:`~sktransfer._backbones.Preprocessing`, and :func:`iter_batches` streams
 batches so memory is bounded by the batch, never by the dataset.
 
-Files and PIL images take the photo path (:meth:`Preprocessor.load`): JPEGs are
-decoded at a reduced DCT scale, every image is turned upright per its EXIF
-orientation, and 8-bit images larger than the target are resized in uint8 by PIL
-before any float conversion, so memory per image is bounded by the target size.
-Arrays, and images that are only upsampled, take the tensor path (float resize
-by torch), so a small image gives the same codes as a file, a PIL image or an
-array.
+The same pixels give the same codes whatever their kind (an array, a list of
+arrays, PIL images, lossless files), at any image size. Two rules make it so:
+
+* **Pixel scale by dtype, never by the data.** uint8 is divided by 255, uint16
+  by 65535, bool is 0 / 1; other integers are 8-bit (0-255) and floats must lie
+  in [0, 1]; values outside those ranges are an error that says how to convert,
+  never a guess (:func:`_pixel_divisor`). An image's scale cannot depend on the
+  other images of the call, nor a stacked array differ from a list of the same
+  images (scikit-learn's subset invariance). PIL images follow the rule of
+  their depth (``L`` / ``RGB`` uint8, ``I;16`` uint16, ``I`` int32, ``F``
+  float32). ``pixel_range=None`` takes array values as they are.
+* **One resize gate per image** (:func:`_pixels_to_target`): 8-bit pixels that
+  shrink in either dimension are resized (and cropped) in uint8 by PIL; all
+  others (only upsampled, 16-bit, float, or taken as they are) in float by
+  torch (:meth:`Preprocessor.resize`). The gate reads the image's own depth and
+  size only, so an array takes the same path as the PIL image or PNG file of
+  its pixels. The uint8 path is the photo path's: files are decoded at a
+  reduced JPEG DCT scale (:func:`_draft`, so JPEGs are exempt from exact
+  equality with their pixels), turned upright per their EXIF orientation and
+  resized before any float copy, so memory and time per photo are bounded by
+  the target size (``benchmarks/photo_folder.py``). Resizing arrays in float
+  instead would have made PIL images and files differ from arrays by uint8
+  rounding (4e-3 in probabilities), and resizing photos in float would have
+  cost a full-size float copy of each.
+
+Errors raised while decoding (a corrupt file, NaN pixels) are of classes that
+leave a DataLoader worker with their own message (:class:`_WorkerSafeError`):
+the training and prediction loaders both raise the same error, naming the file,
+with and without ``num_workers``.
 """
 
 from __future__ import annotations
@@ -39,79 +61,128 @@ _HINT_SHAPES = (
 )
 
 
+class _WorkerSafeError:
+    """Mixin for our decoding errors: they leave DataLoader workers unchanged.
+
+    torch re-raises an error of a worker process as ``type(exc)(text)``, the
+    text being "Caught ValueError in DataLoader worker process 0. Original
+    Traceback ..." with our message on its last line. Constructed from such a
+    text, these errors keep only the message, so the user gets the same error,
+    naming the file, with and without workers (the training loader included).
+    """
+
+    def __init__(self, message=""):
+        name = f"{type(self).__module__}.{type(self).__qualname__}: "
+        if isinstance(message, str) and message.startswith("Caught "):
+            message = message.rpartition(name)[2].strip() or message
+        super().__init__(message)
+
+
+class _PixelError(_WorkerSafeError, ValueError):
+    """Bad pixel values (NaN, out of the dtype's range); never re-wrapped."""
+
+
+class _ImageFileError(_WorkerSafeError, ValueError):
+    """An image file that cannot be decoded."""
+
+
+class _MissingImageFile(_WorkerSafeError, FileNotFoundError):
+    """An image file that disappeared after ``check_images``."""
+
+
+def _is_8bit(dtype):
+    """Pixels resized in uint8 (the photo path): uint8, bool, other integers.
+
+    uint16 is the one 16-bit dtype; other integers are 8-bit by rule (see
+    :func:`_pixel_divisor`), and bool is 0 / 255.
+    """
+    return dtype.kind == "b" or (dtype.kind in "iu" and not _is_16bit(dtype))
+
+
+def _is_16bit(dtype):
+    return dtype.kind == "u" and dtype.itemsize == 2  # any byte order (I;16B)
+
+
 def _pixel_divisor(a, what="X", raw=False):
     """Validate pixel values and return what they must be divided by.
 
-    Decided once for a whole array (never per batch, so an image's code does not
-    depend on its batch mates). ``raw=True`` takes values as they are (only
-    finiteness is checked).
+    Decided by the dtype alone, never by the values (see the module doc):
+    uint8 / 255, uint16 / 65535, bool / 1; other integers must lie in 0-255
+    (divided by 255) and floats in [0, 1]. ``raw=True`` takes values as they
+    are (only finiteness is checked).
     """
-    if a.dtype.kind not in "biuf":
+    kind = a.dtype.kind
+    if kind not in "biuf":
         raise TypeError(
             f"{what} has dtype {a.dtype}; pixel arrays must be numeric (uint8, "
             f"uint16 or float)."
         )
-    if a.dtype.kind == "f" and a.size and not np.isfinite(a).all():
-        raise ValueError(
+    if kind == "f" and a.size and not np.isfinite(a).all():
+        raise _PixelError(
             f"{what} contains NaN or infinite pixel values; clean or impute them "
             f"before extracting features."
         )
-    if raw or a.dtype == bool:
+    if raw or kind == "b":
         return 1.0
-    if a.dtype == np.uint8:
+    if kind == "u" and a.dtype.itemsize == 1:
         return 255.0
-    if a.dtype == np.uint16:
+    if _is_16bit(a.dtype):
         return 65535.0
-    if a.dtype.kind in "iu":
-        lo, hi = (int(a.min()), int(a.max())) if a.size else (0, 0)
-        if lo < 0 or hi > 65535:
-            raise ValueError(
-                f"{what} has integer pixel values in [{lo}, {hi}]; expected 0-255 "
-                f"(8-bit) or 0-65535 (16-bit)."
+    lo, hi = (a.min(), a.max()) if a.size else (0, 0)
+    if kind in "iu":
+        if lo < 0 or hi > 255:
+            raise _PixelError(
+                f"{what} has {a.dtype} pixel values in [{lo}, {hi}]; integer pixels "
+                f"other than uint16 are 8-bit (0-255): pass 16-bit images as uint16 "
+                f"(X.astype(np.uint16))."
             )
-        return 255.0 if hi <= 255 else 65535.0
-    lo, hi = (float(a.min()), float(a.max())) if a.size else (0.0, 0.0)
-    if lo < 0 or hi > 255:
-        raise ValueError(
-            f"{what} has float pixel values in [{lo:.3g}, {hi:.3g}]; expected "
-            f"floats in [0, 1] (or 0-255). Standardized data must be mapped back "
-            f"to pixel range (or pass pixel_range=None): the backbone's own "
-            f"normalization is applied for you."
+        return 255.0
+    if lo < 0 or hi > 1:
+        fix = (
+            "for 0-255 values divide by 255 (X / 255) or pass uint8 "
+            "(X.astype(np.uint8))"
+            if lo >= 0 and hi <= 255
+            else "map standardized data back to [0, 1] (the backbone's own "
+            "normalization is applied for you), or pass pixel_range=None to use "
+            "the values as they are"
         )
-    return 255.0 if hi > 1.0 else 1.0
+        raise _PixelError(
+            f"{what} has float pixel values in [{lo:.3g}, {hi:.3g}]; float pixels "
+            f"must lie in [0, 1]: {fix}."
+        )
+    return 1.0
 
 
-def _scale_array(a, what="X", raw=False):
-    """Return the float32 pixels of ``a`` in [0, 1] (see :func:`_pixel_divisor`)."""
-    divisor = _pixel_divisor(a, what, raw)
-    a = a.astype(np.float32)
-    return a / divisor if divisor != 1.0 else a
+def _as_uint8(a):
+    """8-bit pixels (:func:`_is_8bit`, range already checked) as uint8."""
+    if a.dtype.kind == "b":
+        return a.astype(np.uint8) * np.uint8(255)
+    return a.astype(np.uint8, copy=False)
 
 
-def _pil_to_array(img):
-    """PIL image of any mode -> float32 (h, w, c) array in [0, 1], c in {1, 3}."""
-    mode = img.mode
-    if mode.startswith("I;16"):
-        return np.asarray(img, dtype=np.float32)[..., None] / 65535.0
-    if mode == "I":
-        a = np.asarray(img, dtype=np.float32)
-        return (a / (65535.0 if a.max(initial=0) > 255 else 255.0))[..., None]
-    if mode == "F":
-        a = np.array(img, dtype=np.float32)  # writable: torch shares it
-        return (a / 255.0 if a.max(initial=0) > 1 else a)[..., None]
-    if mode == "L":
-        return np.asarray(img, dtype=np.float32)[..., None] / 255.0
-    if mode in ("LA", "La"):
-        return np.asarray(img.convert("L"), dtype=np.float32)[..., None] / 255.0
-    return np.asarray(img.convert("RGB"), dtype=np.float32) / 255.0
+_GRAY_MODES = ("1", "L", "LA", "La")
+_HIGH_DEPTH = ("I", "F")  # + "I;16*": their own dtype, see _pil_pixels
 
 
-class _PixelError(ValueError):
-    """Bad pixel values in a decoded image (raised as is, never re-wrapped)."""
+def _is_high_depth(img):
+    return img.mode in _HIGH_DEPTH or img.mode.startswith("I;16")
+
+
+def _pil_pixels(img):
+    """An upright PIL image's pixels: an (h, w, c) array of its own depth.
+
+    ``I;16*`` gives uint16, ``I`` int32 and ``F`` float32 (one channel); every
+    8-bit mode gives uint8, ``L`` for the grayscale modes and ``RGB`` for the
+    others (palettes expanded, alpha and CMYK converted as PIL does).
+    """
+    if _is_high_depth(img):
+        return np.asarray(img)[..., None]
+    mode = "L" if img.mode in _GRAY_MODES else "RGB"
+    a = np.asarray(img if img.mode == mode else img.convert(mode))
+    return a[..., None] if a.ndim == 2 else a
 
 
 _ORIENTATION = 0x0112  # EXIF tag
-_HIGH_DEPTH = ("I", "F")  # + "I;16*": decoded to float, resized with torch
 
 
 def _orientation(img):
@@ -141,14 +212,6 @@ def _resample(interpolation):
     }[interpolation]
 
 
-def _check_finite(a, what):
-    if not np.isfinite(a).all():
-        raise _PixelError(
-            f"{what} contains NaN or infinite pixel values; clean or impute them "
-            f"before extracting features."
-        )
-
-
 def _draft(img, p):
     """Ask a JPEG decoder for the smallest DCT scale that still covers the target.
 
@@ -167,28 +230,22 @@ def _draft(img, p):
     img.draft("L" if p.in_chans == 1 else "RGB", size)
 
 
-def _pil_to_target(img, p, what):
-    """Upright PIL image -> ``(ready, raw)`` float (c, h, w) tensors in [0, 1].
+def _shrinks(height, width, p):
+    """True when resizing an image of this size to ``p``'s plan shrinks an axis."""
+    (nh, nw), _ = p.resize_plan(height, width)
+    return height > nh or width > nw
 
-    An 8-bit image larger than its resize target is converted to ``L`` / ``RGB``
-    and resized (and cropped) in uint8 by PIL with the weights' interpolation,
-    so memory is bounded by the target size: ``ready`` is at ``p``'s size and
-    ``raw`` is None. 16-bit and float images (precision kept) and images no
-    larger than the target (only upsampled: their float copy is smaller than
-    the target's, and their codes equal those of the same pixels given as an
-    array) come back as ``raw``, the whole image checked finite, for
-    :meth:`Preprocessor.resize`; ``ready`` is then None.
+
+def _resize_uint8(img, p):
+    """An 8-bit PIL image -> float (c, H, W) tensor in [0, 1] at ``p``'s size.
+
+    Converted to ``L`` / ``RGB`` and resized (and cropped) in uint8 by PIL with
+    the weights' interpolation: no float copy larger than the target is made.
     """
     (nh, nw), (top, left) = p.resize_plan(img.height, img.width)
-    high_depth = img.mode in _HIGH_DEPTH or img.mode.startswith("I;16")
-    if high_depth or (img.width <= nw and img.height <= nh):
-        a = _pil_to_array(img)
-        _check_finite(a, what)
-        return None, _to_chw_tensor(a)
-    if p.in_chans == 1 or img.mode in ("1", "L", "LA", "La"):
-        img = img.convert("L")
-    elif img.mode != "RGB":
-        img = img.convert("RGB")
+    mode = "L" if p.in_chans == 1 or img.mode in _GRAY_MODES else "RGB"
+    if img.mode != mode:
+        img = img.convert(mode)
     if img.size != (nw, nh):
         img = img.resize((nw, nh), _resample(p.interpolation))
     th, tw = p.input_size
@@ -196,7 +253,41 @@ def _pil_to_target(img, p, what):
         img = img.crop((left, top, left + tw, top + th))
     a = np.array(img)  # a small (target-size) writable copy that torch can own
     t = torch.from_numpy(a[..., None] if a.ndim == 2 else a)
-    return t.permute(2, 0, 1).float().div_(255.0), None
+    return t.permute(2, 0, 1).float().div_(255.0)
+
+
+def _pixels_to_target(a, p, divisor, raw=False):
+    """The resize gate of every kind: (h, w, c) pixels -> ``(ready, full)``.
+
+    ``a`` is validated and ``divisor`` is its :func:`_pixel_divisor`. 8-bit
+    pixels that shrink in either axis are resized in uint8 by PIL
+    (:func:`_resize_uint8`): ``ready`` is at ``p``'s size, ``full`` None.
+    Others come back as ``full``, float (c, h, w) in [0, 1] at their own size,
+    for :meth:`Preprocessor.resize`; ``ready`` is then None.
+    """
+    if not raw and _is_8bit(a.dtype) and _shrinks(a.shape[0], a.shape[1], p):
+        from PIL import Image
+
+        u8 = _as_uint8(a)
+        if u8.shape[-1] == 4:
+            u8 = u8[..., :3]  # alpha dropped, as on the float path
+        img = Image.fromarray(
+            np.ascontiguousarray(u8[..., 0] if u8.shape[-1] == 1 else u8)
+        )
+        return _resize_uint8(img, p), None
+    return None, _to_chw_tensor(_scale(a, divisor))
+
+
+def _pil_to_target(img, p, what):
+    """Upright PIL image -> ``(ready, full)`` as :func:`_pixels_to_target`.
+
+    An 8-bit image that shrinks is resized from the PIL image itself (no
+    full-size array copy); every other image goes through its pixels.
+    """
+    if not _is_high_depth(img) and _shrinks(img.height, img.width, p):
+        return _resize_uint8(img, p), None
+    a = _pil_pixels(img)
+    return _pixels_to_target(a, p, _pixel_divisor(a, what))
 
 
 class _ReadErrors:
@@ -214,17 +305,17 @@ class _ReadErrors:
         from PIL import Image, UnidentifiedImageError
 
         if isinstance(exc, FileNotFoundError):
-            raise FileNotFoundError(
+            raise _MissingImageFile(
                 f"image file {self.path!r} does not exist."
             ) from None
         if isinstance(exc, Image.DecompressionBombError):
-            raise ValueError(
+            raise _ImageFileError(
                 f"image file {self.path!r} is too large to decode safely ({exc}). If "
                 f"you trust the file, raise Pillow's limit before transforming: "
                 f"PIL.Image.MAX_IMAGE_PIXELS = None (or a larger pixel count)."
             ) from None
         if isinstance(exc, (UnidentifiedImageError, OSError, SyntaxError, ValueError)):
-            raise ValueError(
+            raise _ImageFileError(
                 f"cannot read image file {self.path!r} ({type(exc).__name__}: {exc}). "
                 f"Is it a complete image file?"
             ) from None
@@ -235,19 +326,19 @@ def _open_image(path):
     """An image file -> float32 (h, w, c) array in [0, 1], upright, full size."""
     from PIL import Image
 
+    what = f"image file {str(path)!r}"
     with _ReadErrors(path), Image.open(path) as img:
         img.load()
-        a = _pil_to_array(_upright(img))
-    _check_finite(a, f"image file {str(path)!r}")
-    return a
+        a = _pil_pixels(_upright(img))
+        return _scale(a, _pixel_divisor(a, what))
 
 
 def _decode_file(path, p):
-    """An image file -> ``(ready, raw)`` as :func:`_pil_to_target` returns them.
+    """An image file -> ``(ready, full)`` as :func:`_pixels_to_target` returns them.
 
     JPEGs are decoded at a reduced DCT scale (:func:`_draft`), every file is
-    turned upright per its EXIF orientation, and 8-bit images are resized in
-    uint8: no full-resolution float copy of a photo is ever made.
+    turned upright per its EXIF orientation, and 8-bit images that shrink are
+    resized in uint8: no full-resolution float copy of a photo is ever made.
     """
     from PIL import Image
 
@@ -258,8 +349,8 @@ def _decode_file(path, p):
         return _pil_to_target(_upright(img), p, what)
 
 
-def _hwc_from_single(a, i, raw=False):
-    """One image array (h, w), (h, w, c) or (c, h, w) -> float (h, w, c) in [0, 1]."""
+def _hwc(a, i):
+    """One image array (h, w), (h, w, c) or (c, h, w) -> (h, w, c), c in {1, 3, 4}."""
     a = np.asarray(a)
     if a.ndim == 2:
         a = a[..., None]
@@ -273,7 +364,15 @@ def _hwc_from_single(a, i, raw=False):
             f"image {i} has {a.shape[-1]} channels (shape {a.shape}); expected 1 "
             f"(grayscale), 3 (RGB) or 4 (RGBA)."
         )
-    return _scale_array(a, what=f"image {i}", raw=raw)
+    return a
+
+
+def _scale(a, divisor):
+    """float32 copy of ``a`` divided by ``divisor``."""
+    a = a.astype(np.float32)
+    if divisor != 1.0:
+        a /= divisor
+    return a
 
 
 def _to_chw_tensor(hwc):
@@ -295,7 +394,7 @@ class ImageData:
         self.kind = kind
         self.items = items
         self.raw = raw
-        self.divisor = divisor  # stacked arrays: one pixel scale for all images
+        self.divisor = divisor  # stacked arrays: the dtype's pixel scale
 
     def __len__(self):
         return len(self.items)
@@ -305,25 +404,31 @@ class ImageData:
         """(h, w) of stacked arrays, else None (sizes vary or are unknown)."""
         return tuple(self.items.shape[1:3]) if self.kind == "array" else None
 
-    def get(self, i):
-        """Image ``i`` as a float tensor (c, h, w) in [0, 1], c in {1, 3}."""
+    def pixels(self, i):
+        """Image ``i``'s validated (h, w, c) pixels and their divisor (not files)."""
         if self.kind == "array":
-            return self.get_batch([i])[0]
+            return self.items[i], self.divisor
         item = self.items[i]
-        if self.kind == "paths":
-            return _to_chw_tensor(_open_image(item))
         if _is_pil(item):
-            a = _pil_to_array(_upright(item))
-            _check_finite(a, f"image {i}")
-            return _to_chw_tensor(a)
-        return _to_chw_tensor(_hwc_from_single(item, i, self.raw))
+            a = _pil_pixels(_upright(item))
+            return a, _pixel_divisor(a, f"image {i}")
+        a = _hwc(item, i)
+        return a, _pixel_divisor(a, f"image {i}", self.raw)
+
+    def get(self, i):
+        """Image ``i`` at its own size as a float tensor (c, h, w) in [0, 1]."""
+        if self.kind == "paths":
+            return _to_chw_tensor(_open_image(self.items[i]))
+        return _to_chw_tensor(_scale(*self.pixels(i)))
 
     def get_batch(self, indices):
-        """Images as a stacked (b, c, h, w) tensor when sizes agree, else a list."""
+        """Images as a stacked (b, c, h, w) tensor when sizes agree, else a list.
+
+        At their own size, not resized: :meth:`Preprocessor.load_batch` gives
+        the network's input.
+        """
         if self.kind == "array":
-            a = self.items[np.asarray(indices)].astype(np.float32)
-            if self.divisor != 1.0:
-                a /= self.divisor
+            a = _scale(self.items[np.asarray(indices)], self.divisor)
             return _to_chw_tensor_batch(a)
         return [self.get(i) for i in indices]
 
@@ -364,10 +469,11 @@ def check_images(X, *, input_shape=None, check_files=True, pixel_range="auto"):
     check_files : bool, default=True
         Check up front that every file path exists.
     pixel_range : {"auto"} or None, default="auto"
-        ``"auto"``: uint8 is divided by 255, uint16 by 65535, floats must lie in
-        [0, 1] (or [0, 255], then divided by 255), anything else is an error.
-        ``None``: array values are used as they are (e.g. already scaled or
-        standardized data); only finiteness is checked.
+        ``"auto"``: the dtype decides, never the values: uint8 is divided by
+        255, uint16 by 65535, bool is 0 / 1, other integers must lie in 0-255
+        (divided by 255) and floats in [0, 1]; other values are an error that
+        says how to convert them. ``None``: array values are used as they are
+        (e.g. already scaled or standardized data); only finiteness is checked.
 
     Returns
     -------
@@ -421,16 +527,22 @@ def check_images(X, *, input_shape=None, check_files=True, pixel_range="auto"):
             else:
                 raise TypeError(f"X[{i}] is a {type(x).__name__}; {_HINT_SHAPES}.")
         if kinds == {"array"}:
-            arrays = [np.asarray(x) for x in items]
-            if len({a.shape for a in arrays}) == 1 and arrays[0].dtype != object:
+            items = [np.asarray(x) for x in items]
+            # Stacked only when shapes and dtypes agree: np.stack would cast a
+            # uint8 image to the float dtype of its neighbours, and the dtype
+            # decides the pixel scale.
+            if (
+                len({(a.shape, a.dtype) for a in items}) == 1
+                and items[0].dtype != object
+            ):
                 return check_images(
-                    np.stack(arrays), input_shape=input_shape, pixel_range=pixel_range
+                    np.stack(items), input_shape=input_shape, pixel_range=pixel_range
                 )
-            raw = pixel_range is None
-            for i, a in enumerate(arrays):  # validate now, not mid-transform
-                _hwc_from_single(a, i, raw)
-            return ImageData("list", arrays, raw=raw)
-        return ImageData("list", items)
+        images = ImageData("list", items, raw=pixel_range is None)
+        for i, x in enumerate(items):  # validate arrays now, not mid-transform
+            if not _is_pil(x):
+                images.pixels(i)
+        return images
     X = np.asarray(X)
     if X.dtype.kind in "USO":
         raise TypeError(f"X has dtype {X.dtype}; {_HINT_SHAPES}.")
@@ -518,25 +630,34 @@ class Preprocessor:
     def load(self, images, i):
         """Image ``i`` of an :class:`ImageData` as a (c, H, W) float tensor in [0, 1].
 
-        Files and PIL images take the uint8 PIL path (reduced JPEG decoding, EXIF
-        orientation, resize before any float conversion); arrays the tensor path.
+        Every kind goes through the same gate (:func:`_pixels_to_target`):
+        8-bit images that shrink are resized in uint8 by PIL (files decoded at
+        a reduced JPEG scale and turned upright first), the others by
+        :meth:`resize`.
         """
-        if images.kind == "array":
-            return self.resize(images.get_batch([i]))[0]
         item = images.items[i]
         if images.kind == "paths":
-            ready, raw = _decode_file(item, self.p)
+            ready, full = _decode_file(item, self.p)
         elif _is_pil(item):
-            ready, raw = _pil_to_target(_upright(item), self.p, f"image {i}")
+            ready, full = _pil_to_target(_upright(item), self.p, f"image {i}")
         else:
-            return self.resize(images.get(i))
-        if raw is not None:
-            return self.resize(raw)
+            a, divisor = images.pixels(i)
+            ready, full = _pixels_to_target(a, self.p, divisor, images.raw)
+        if full is not None:
+            return self.resize(full)
         return _match_channels(ready[None], self.p.in_chans)[0]
 
     def load_batch(self, images, indices):
-        """Images ``indices`` as a (b, c, H, W) float tensor in [0, 1]."""
-        if images.kind == "array":
+        """Images ``indices`` as a (b, c, H, W) float tensor in [0, 1].
+
+        A stacked array whose images do not take the uint8 path is converted
+        and resized as one batch; other images one by one (:meth:`load`).
+        """
+        if images.kind == "array" and (
+            images.raw
+            or not _is_8bit(images.items.dtype)
+            or not _shrinks(*images.image_shape, self.p)
+        ):
             return self.resize(images.get_batch(indices))
         return torch.stack([self.load(images, i) for i in indices])
 
@@ -545,8 +666,15 @@ class Preprocessor:
         return (x - self.mean.to(x.device)) / self.std.to(x.device)
 
     def __call__(self, batch):
-        """Stacked tensor or list of (c, h, w) tensors -> normalized (b, c, H, W)."""
-        if isinstance(batch, (list, tuple)):
+        """Images -> the network's normalized (b, c, H, W) input.
+
+        ``batch`` is an :class:`ImageData` (every image, as :func:`iter_batches`
+        prepares it), or a stacked tensor or list of (c, h, w) float tensors in
+        [0, 1], resized by :meth:`resize`.
+        """
+        if isinstance(batch, ImageData):
+            batch = self.load_batch(batch, range(len(batch)))
+        elif isinstance(batch, (list, tuple)):
             batch = torch.stack([self.resize(t) for t in batch])
         else:
             batch = self.resize(batch)
@@ -577,51 +705,18 @@ def _match_channels(x, c):
     raise ValueError(f"cannot convert {x.shape[1]}-channel images to {c} channels.")
 
 
-class _DecodeFailure:
-    """An error raised in a DataLoader worker, carried to the main process.
-
-    torch re-raises worker errors wrapped in "Caught ValueError in DataLoader
-    worker process 0" with the message buried in a traceback; the user must get
-    the same clear error as without workers.
-    """
-
-    def __init__(self, exc):
-        self.type = type(exc) if isinstance(exc, (ValueError, OSError)) else None
-        self.message = str(exc)
-        self.exc = None if self.type is not None else exc
-
-    def reraise(self):
-        if self.type is not None:
-            raise self.type(self.message)
-        raise self.exc
-
-
 class _ResizedDataset(torch.utils.data.Dataset):
     """Decodes and resizes one image per item (runs in DataLoader workers)."""
 
-    def __init__(self, images, preprocessor, transform=None):
+    def __init__(self, images, preprocessor):
         self.images = images
         self.pre = preprocessor
-        self.transform = transform
 
     def __len__(self):
         return len(self.images)
 
     def __getitem__(self, i):
-        try:
-            x = self.pre.load(self.images, i)
-        except (ValueError, OSError, TypeError) as exc:
-            return _DecodeFailure(exc)
-        if self.transform is not None:
-            x = self.transform(x)
-        return x
-
-
-def _collate(items):
-    for x in items:
-        if isinstance(x, _DecodeFailure):
-            return x
-    return torch.stack(items)
+        return self.pre.load(self.images, i)
 
 
 def available_cores():
@@ -664,7 +759,7 @@ def iter_batches(images, preprocessor, batch_size, *, num_workers=0, indices=Non
     PIL images are decoded and resized per image (:meth:`Preprocessor.load`), in
     DataLoader worker processes when ``num_workers`` (an int, or ``"auto"``: see
     :func:`resolve_num_workers`) asks for them. A decoding error in a worker is
-    raised here unchanged (same type, same message naming the file).
+    raised here with its own message naming the file (:class:`_WorkerSafeError`).
     """
     if indices is not None:
         images = images.subset(indices)
@@ -676,12 +771,10 @@ def iter_batches(images, preprocessor, batch_size, *, num_workers=0, indices=Non
             batch_size=batch_size,
             shuffle=False,
             num_workers=workers,
-            collate_fn=_collate,
+            collate_fn=torch.stack,
             persistent_workers=False,
         )
         for batch in loader:
-            if isinstance(batch, _DecodeFailure):
-                batch.reraise()
             yield preprocessor.normalize(batch)
         return
     for start in range(0, n, batch_size):

@@ -70,7 +70,7 @@ FILE_CASES = {
             Image.fromarray((np.arange(320).reshape(16, 20) * 200).astype(np.uint16)),
         ),
         lambda: Image.fromarray(
-            ((np.arange(320).reshape(16, 20) * 200) / 65535 * 255).astype(np.float32),
+            ((np.arange(320).reshape(16, 20) * 200) / 65535).astype(np.float32),
             mode="F",
         ),
     ),
@@ -174,11 +174,12 @@ def _same_codes_as_uint8(X):
     np.testing.assert_allclose(_codes(X), _codes(IMGS[:3]), rtol=1e-4, atol=1e-5)
 
 
+# Floats in 0-255 are not an equivalent form: they are refused (the dtype decides
+# the scale, tests/test_input_kinds.py).
 ARRAY_CASES = {
     "int64 0-255": lambda: IMGS[:3].astype(np.int64),
     "float64 0-1": lambda: IMGS[:3] / 255.0,
     "float16 0-1": lambda: (IMGS[:3] / 255.0).astype(np.float16).astype(np.float32),
-    "float 0-255": lambda: IMGS[:3].astype(np.float32),
     "channels first": lambda: np.moveaxis(IMGS[:3], -1, 1),
     "torch tensor": lambda: torch.from_numpy(IMGS[:3]),
     "non-contiguous view": lambda: np.ascontiguousarray(np.repeat(IMGS[:3], 2, axis=2))[

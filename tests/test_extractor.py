@@ -52,11 +52,12 @@ def test_channel_layouts_and_alpha(fitted, rng_images):
     np.testing.assert_allclose(fitted.transform(pil_rgba), ref, atol=1e-5)
 
 
-def test_float_01_and_255_match_uint8(fitted, rng_images):
+def test_float_01_matches_uint8_and_0_255_is_refused(fitted, rng_images):
     X = rng_images[0]
     ref = fitted.transform(X)
     np.testing.assert_allclose(fitted.transform(X / 255.0), ref, atol=1e-4)
-    np.testing.assert_allclose(fitted.transform(X.astype(np.float32)), ref, atol=1e-4)
+    with pytest.raises(ValueError, match=r"must lie in \[0, 1\].*X / 255"):
+        fitted.transform(X.astype(np.float32))
 
 
 def test_16bit_pil_and_palette(fitted, rng_images):
@@ -347,11 +348,11 @@ def test_pixel_range_none_takes_values_as_they_are(rng_images):
     assert np.isfinite(raw.transform(standardized)).all()
 
 
-def test_float_scale_is_decided_for_the_whole_array_not_per_batch(rng_images):
-    # 0-255 floats where one image happens to be dark (max <= 1): its code must
-    # not depend on which batch it lands in.
-    X = rng_images[0][:4].astype(np.float32)
-    X[0] = np.minimum(X[0], 1.0)
+def test_float_scale_is_decided_by_the_dtype_not_per_batch(rng_images):
+    # one image much darker than the others: its code must not depend on which
+    # batch it lands in.
+    X = rng_images[0][:4].astype(np.float32) / 255.0
+    X[0] = np.minimum(X[0], 1 / 255)
     ext = CNNFeatureExtractor(**TINY, batch_size=1).fit(X)
     together = ext.set_params(batch_size=4).transform(X)
     alone = ext.set_params(batch_size=1).transform(X)
