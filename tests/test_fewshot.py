@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import TINY
+from conftest import TINY, assert_close_paths, assert_far_apart
 from numpy.testing import assert_allclose, assert_array_equal
 from sklearn.base import clone
 from sklearn.metrics import log_loss
@@ -146,7 +146,12 @@ def test_deterministic_and_float32():
     b = clone(a).fit(X, y)
     assert_array_equal(a.coef_, b.coef_)
     c = CosineSoftmaxClassifier(dtype="float32").fit(X, y)
-    assert_allclose(a.predict_proba(X), c.predict_proba(X), atol=1e-4)
+    # float32 training vs float64: compared on logits at the fp32 tolerance
+    logits = a.decision_function(X)
+    assert_close_paths(c.decision_function(X), logits)
+    assert_far_apart(
+        logits, clone(a).set_params(max_iter=0).fit(X, y).decision_function(X)
+    )
 
 
 def _transductive_case(seed, n=80, spread=0.7):
@@ -271,3 +276,14 @@ def test_class_balance_keeps_query_predictions_spread():
             counts.append(-(p * np.log(np.maximum(p, 1e-12))).sum())
         spread[balance] = np.mean(counts)
     assert spread[1.0] > spread[0.0]
+
+
+# ---------------------------------------------------------------- real codes
+@pytest.mark.slow
+@pytest.mark.parametrize("head", [PrototypeClassifier, CosineSoftmaxClassifier])
+def test_heads_on_real_codes_learn(real_codes, head):
+    """On EfficientNet-Lite0 ImageNet codes of 500 Fashion-MNIST images (64 px),
+    each head's defaults score held out far above chance (a 2-core AMD EPYC:
+    prototypes 0.62, cosine softmax 0.69; chance 0.1)."""
+    Z, y, Z_test, y_test = real_codes
+    assert head().fit(Z, y).score(Z_test, y_test) >= 3 / len(np.unique(y))

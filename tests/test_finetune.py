@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from conftest import (
     FT_TINY,
+    REAL_SIZE,
     TINY,
     TINY_MODEL,
     InterruptAt,
@@ -617,6 +618,34 @@ def test_drop_path_rates_and_silent_no_op_warning(data):
             drop_path=0.2,
             train_layers="head",
         ).fit(X, y)
+
+
+# ---------------------------------------------------------------- real weights
+@pytest.mark.slow
+def test_real_weights_fine_tune_as_well_as_a_probe_on_their_codes(
+    fashion_split, real_codes
+):
+    """The defaults (ImageNet EfficientNet-Lite0, the "auto" policy: last stage
+    trained on cached activations, augmented views, cosine head) on 500
+    Fashion-MNIST images at 64 px learn: held out, at least the codes of the
+    same network and input size + a logistic regression, minus 3 points, and
+    far above chance. On a 2-core AMD EPYC, one torch thread: 0.736 with its
+    bf16 steps (0.758 with SKTRANSFER_CPU_BF16=0) vs 0.724, the fit and
+    predictions in 21-26 s, the codes 8 s."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    X, y, X_test, y_test = fashion_split
+    Z, _, Z_test, _ = real_codes
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    baseline = probe.fit(Z, y).score(Z_test, y_test)
+    clf = FineTunedClassifier(input_size=REAL_SIZE, random_state=0).fit(X, y)
+    assert clf.n_trainable_params_ > clf.net_.module_.head.weight.numel()
+    score = clf.score(X_test, y_test)
+    chance = 1 / len(np.unique(y))
+    assert score >= baseline - 0.03, (score, baseline)
+    assert score >= 3 * chance, score
 
 
 # --------------------------------------------------------------------- export
