@@ -6,7 +6,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_MODEL
+from conftest import TINY_MODEL, assert_close_paths, assert_same_path
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, KFold, cross_validate
 from sklearn.pipeline import make_pipeline
@@ -15,6 +15,10 @@ from sktransfer import CNNFeatureExtractor, load_backbone
 
 distributed = pytest.importorskip("distributed")
 da = pytest.importorskip("dask.array")
+
+# The workers run torch with one thread (test_workers_run_torch_with_one_thread);
+# so does this process: the same kernels, so the same codes bit for bit.
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
@@ -66,14 +70,14 @@ def test_grid_search_and_cross_validate_match_local(client, weights_file, fmnist
         remote = GridSearchCV(_pipe(weights_file), grid, cv=cv, n_jobs=-1).fit(X, y)
         remote_cv = cross_validate(_pipe(weights_file), X, y, cv=cv, n_jobs=-1)
 
-    np.testing.assert_array_equal(
+    # one thread here and there, the same batches: one path, exact
+    assert_same_path(
         remote.cv_results_["mean_test_score"], local.cv_results_["mean_test_score"]
     )
     assert remote.best_params_ == local.best_params_
-    np.testing.assert_array_equal(remote_cv["test_score"], local_cv["test_score"])
-    np.testing.assert_allclose(
-        remote.predict_proba(X[:10]), local.predict_proba(X[:10]), atol=1e-5
-    )
+    assert_same_path(remote_cv["test_score"], local_cv["test_score"])
+    # both refits ran in this process
+    assert_same_path(remote.predict_proba(X[:10]), local.predict_proba(X[:10]))
     # the work really ran in the worker processes
     assert len(client.scheduler_info()["workers"]) == 2
 
@@ -95,7 +99,7 @@ def test_extractor_over_dask_array_map_blocks(client, weights_file, fmnist_small
         chunks=(dX.chunks[0], (ext.n_features_out_,)),
     )
     got = codes.compute()
-    np.testing.assert_allclose(got, ref, atol=1e-5)
+    assert_close_paths(got, ref)  # blocks of 10, not batches of 32: other kernels
 
 
 def test_workers_run_torch_with_one_thread(client):
