@@ -261,10 +261,14 @@ def one_torch_thread():
 
 
 # Everything the package (or a library it drives) would keep under the home
-# directory, pointed to the session's folder: exported ONNX graphs
-# ($SKTRANSFER_CACHE_DIR/onnx), and XDG caches (matplotlib's font cache, any
-# library that follows XDG_CACHE_HOME).
-HERMETIC_ENV = ("SKTRANSFER_CACHE_DIR", "XDG_CACHE_HOME", "MPLCONFIGDIR")
+# directory, pointed to a subfolder of the session's folder: exported ONNX
+# graphs ($SKTRANSFER_CACHE_DIR/onnx), XDG caches (any library that follows
+# XDG_CACHE_HOME), matplotlib's font cache.
+HERMETIC_ENV = {
+    "SKTRANSFER_CACHE_DIR": ".",
+    "XDG_CACHE_HOME": "xdg",
+    "MPLCONFIGDIR": "mpl",
+}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -281,9 +285,8 @@ def _hermetic_cache_dir(tmp_path_factory):
         root = root.parent
     root = root / "sktransfer-cache"
     mp = pytest.MonkeyPatch()
-    mp.setenv("SKTRANSFER_CACHE_DIR", str(root))
-    mp.setenv("XDG_CACHE_HOME", str(root / "xdg"))
-    mp.setenv("MPLCONFIGDIR", str(root / "matplotlib"))
+    for var, sub in HERMETIC_ENV.items():
+        mp.setenv(var, str((root / sub).resolve()))
     yield root
     mp.undo()
 
