@@ -223,7 +223,8 @@ def test_partial_unfreeze(data, train_layers):
     X, y = data
     clf = FineTunedClassifier(**FT_TINY, train_layers=train_layers, lr=0.05).fit(X, y)
     after, before = clf.net_.module_.body.state_dict(), _pristine_body()
-    # The stem (and its BN statistics) is frozen; the last stage is trained.
+    # The stem (and its BN statistics) is frozen, so never written: bit for
+    # bit the pristine tensors; the last stage is trained.
     assert torch.equal(after["conv_stem.weight"], before["conv_stem.weight"])
     assert torch.equal(after["bn1.running_var"], before["bn1.running_var"])
     assert not torch.equal(after["bn2.weight"], before["bn2.weight"])
