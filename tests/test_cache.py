@@ -8,7 +8,13 @@ import joblib
 import numpy as np
 import pytest
 import torch
-from conftest import TINY, assert_close_paths, assert_same_path, save_pngs
+from conftest import (
+    TINY,
+    assert_close_paths,
+    assert_far_apart,
+    assert_same_path,
+    save_pngs,
+)
 from PIL import Image
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import GridSearchCV, KFold
@@ -110,7 +116,7 @@ def test_different_weights_miss_the_cache(rng_images, tmp_path, count_forward):
     za = CNNFeatureExtractor(model=a, weights=None, cache=tmp_path).fit(X).transform(X)
     zb = CNNFeatureExtractor(model=b, weights=None, cache=tmp_path).fit(X).transform(X)
     assert count_forward["images"] == 8
-    assert not np.allclose(za, zb)
+    assert_far_apart(za, zb)
     # a weights file: rewriting it changes the key
     path = tmp_path / "w.pt"
     torch.save(a.state_dict(), path)
