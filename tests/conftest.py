@@ -69,6 +69,20 @@ BF16 = {"rtol": 1e-2, "atol": 1e-2}
 TOLERANCES = {"fp32": FP32, "bf16": BF16}
 
 
+def bands(n, n_classes=2, size=32, seed=0):
+    """Class k is a bright horizontal band at height k on a noisy background.
+
+    Left-right flips keep the class (the default augmentation flips).
+    """
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % n_classes
+    X = rng.integers(0, 80, size=(n, size, size, 3), dtype=np.uint8)
+    width = size // n_classes
+    for k in range(n_classes):
+        X[y == k, k * width : (k + 1) * width] += 170
+    return X, y
+
+
 def _as_array(a):
     if isinstance(a, torch.Tensor):
         a = a.detach().float().cpu().numpy()

@@ -13,6 +13,7 @@ from conftest import (
     assert_far_apart,
     assert_same_labels,
     assert_same_path,
+    bands,
     predicts_from_stores,
     untrained,
     whole_network_images,
@@ -30,20 +31,6 @@ from sktransfer._images import Preprocessor, check_images
 from sktransfer._runtime import clear_caches
 
 TINY = {"model": "timm/test_efficientnet", "weights": None, "input_size": 32}
-
-
-def bands(n, n_classes=2, size=32, seed=0):
-    """Class k is a bright horizontal band at height k on a noisy background.
-
-    Left-right flips keep the class (the default augmentation flips).
-    """
-    rng = np.random.default_rng(seed)
-    y = np.arange(n) % n_classes
-    X = rng.integers(0, 80, size=(n, size, size, 3), dtype=np.uint8)
-    width = size // n_classes
-    for k in range(n_classes):
-        X[y == k, k * width : (k + 1) * width] += 170
-    return X, y
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
