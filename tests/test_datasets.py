@@ -73,3 +73,102 @@ def test_image_folder_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no images"):
         load_image_folder(tmp_path)
+
+
+def _idx_bytes(array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape
+    )
+    return header + array.astype(np.uint8).tobytes()
+
+
+_IMGS = np.arange(3 * 28 * 28).reshape(3, 28, 28) % 256
+
+
+def _write_test_files(folder, images=_IMGS, labels=(1, 2, 3), gz=True):
+    """The two t10k files, gzipped or plain; returns their paths."""
+    paths = []
+    for stem, array in (
+        ("t10k-images-idx3-ubyte", np.asarray(images)),
+        ("t10k-labels-idx1-ubyte", np.asarray(labels)),
+    ):
+        data = _idx_bytes(array)
+        path = folder / (stem + (".gz" if gz else ""))
+        path.write_bytes(gzip.compress(data) if gz else data)
+        paths.append(path)
+    return paths
+
+
+@pytest.mark.parametrize("gz", [True, False])
+def test_full_loader_reads_plain_and_gzipped_idx(gz, tmp_path):
+    _write_test_files(tmp_path, gz=gz)
+    X, y = load_fashion_mnist(subset="test", data_home=tmp_path, return_X_y=True)
+    np.testing.assert_array_equal(X, _IMGS)
+    assert X.dtype == np.uint8 and y.tolist() == [1, 2, 3]
+
+
+def _corrupt(path, how, gz):
+    """Rewrite one IDX file of the test set in a broken way."""
+    import io
+
+    raw = path.read_bytes()
+    data = gzip.decompress(raw) if gz else raw
+    if how == "bad magic":
+        data = b"\x00\x00\x0d" + data[3:]  # type 0x0D (float), not unsigned bytes
+    elif how == "not idx":
+        data = b"<html>not found</html>" + data
+    elif how == "truncated":
+        data = data[:-2]
+    elif how == "trailing bytes":
+        data = data + b"\x00" * 7
+    elif how == "header only":
+        data = data[:6]
+    elif how == "gzip stream cut":
+        path.write_bytes(raw[: len(raw) // 2])
+        return
+    if gz:
+        buf = io.BytesIO()
+        with gzip.GzipFile(fileobj=buf, mode="wb") as f:
+            f.write(data)
+        data = buf.getvalue()
+    path.write_bytes(data)
+
+
+_BROKEN_IDX = [
+    ("bad magic", 0, "bad magic number 0x00000D03"),
+    ("not idx", 1, "bad magic number"),
+    ("truncated", 0, r"is truncated: its header says \[3, 28, 28\] \(2352 bytes"),
+    ("truncated", 1, r"is truncated: its header says \[3\] \(3 bytes"),
+    ("trailing bytes", 0, r"is too long: .* holds 2359 bytes"),
+    ("header only", 0, "is truncated: 6 bytes, fewer than the 16 of its header"),
+]
+
+
+@pytest.mark.parametrize(
+    "gz, how, which, message",
+    [(gz, *case) for gz in (True, False) for case in _BROKEN_IDX]
+    + [(True, "gzip stream cut", 0, "not a complete gzip file")],
+)
+def test_full_loader_rejects_broken_idx_naming_the_file(
+    gz, how, which, message, tmp_path
+):
+    path = _write_test_files(tmp_path, gz=gz)[which]
+    _corrupt(path, how, gz)
+    with pytest.raises(ValueError, match=message) as info:
+        load_fashion_mnist(subset="test", data_home=tmp_path)
+    assert repr(str(path)) in str(info.value)
+
+
+def test_full_loader_rejects_mismatched_files(tmp_path):
+    images, labels = _write_test_files(tmp_path, labels=[1, 2, 3, 4])
+    with pytest.raises(ValueError, match="3 images but 4 labels") as info:
+        load_fashion_mnist(subset="test", data_home=tmp_path)
+    assert repr(str(images)) in str(info.value)
+    assert repr(str(labels)) in str(info.value)
+    # the images file where the labels belong: 3-D data in place of 1-D
+    (tmp_path / "t10k-labels-idx1-ubyte.gz").write_bytes(images.read_bytes())
+    with pytest.raises(ValueError, match="3-dimensional data .* expected 1"):
+        load_fashion_mnist(subset="test", data_home=tmp_path)
+    _write_test_files(tmp_path, labels=[1, 2, 10])
+    with pytest.raises(ValueError, match="holds label 10; labels are 0-9"):
+        load_fashion_mnist(subset="test", data_home=tmp_path)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import zlib
 from importlib import resources
 from pathlib import Path
 
@@ -110,14 +111,61 @@ def load_fashion_mnist_sample(*, subset="train", return_X_y=False):
     return _pick(subset, parts, return_X_y, "Fashion-MNIST sample (sktransfer)")
 
 
-def _read_idx(path):
-    opener = gzip.open if str(path).endswith(".gz") else open
-    with opener(path, "rb") as f:
+_IDX_UBYTE = 0x08  # the IDX type code of unsigned bytes, Fashion-MNIST's only type
+
+
+def _read_idx(path, ndim=None):
+    """An IDX file of unsigned bytes, gzipped or plain, as an array.
+
+    Gzip is recognised by its content (the magic bytes ``1f 8b``), not the file
+    name. A file that is not an IDX file of unsigned bytes (bad magic number, or
+    another number of dimensions than ``ndim``), or whose length differs from
+    what its header's dimensions say (truncated, trailing bytes), or a truncated
+    or corrupt gzip stream, is a ``ValueError`` naming the file and the problem.
+    """
+    name = str(path)
+    with open(path, "rb") as f:
         data = f.read()
+    if data[:2] == b"\x1f\x8b":
+        try:
+            data = gzip.decompress(data)
+        except (EOFError, OSError, zlib.error) as exc:
+            raise ValueError(
+                f"Fashion-MNIST file {name!r} is not a complete gzip file "
+                f"({type(exc).__name__}: {exc}); download it again."
+            ) from None
+    if len(data) < 4:
+        raise ValueError(
+            f"Fashion-MNIST file {name!r} is truncated: {len(data)} bytes, fewer "
+            f"than the 4 of an IDX magic number."
+        )
     magic = int.from_bytes(data[:4], "big")
-    ndim = magic & 0xFF
-    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+    if data[:2] != b"\0\0" or data[2] != _IDX_UBYTE or data[3] == 0:
+        raise ValueError(
+            f"Fashion-MNIST file {name!r} is not an IDX file of unsigned bytes: bad "
+            f"magic number 0x{magic:08X} (expected 0x000008NN, NN the number of "
+            f"dimensions)."
+        )
+    if ndim is not None and data[3] != ndim:
+        raise ValueError(
+            f"Fashion-MNIST file {name!r} holds {data[3]}-dimensional data (magic "
+            f"number 0x{magic:08X}); expected {ndim} dimensions."
+        )
+    header = 4 + 4 * data[3]
+    if len(data) < header:
+        raise ValueError(
+            f"Fashion-MNIST file {name!r} is truncated: {len(data)} bytes, fewer "
+            f"than the {header} of its header."
+        )
+    dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(data[3])]
+    size = int(np.prod(dims, dtype=np.int64))
+    if len(data) - header != size:
+        problem = "is truncated" if len(data) - header < size else "is too long"
+        raise ValueError(
+            f"Fashion-MNIST file {name!r} {problem}: its header says {dims} "
+            f"({size} bytes of data) but it holds {len(data) - header} bytes of data."
+        )
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(dims)
 
 
 def _find_idx(data_home, stem):
@@ -171,6 +219,11 @@ def load_fashion_mnist(*, subset="train", data_home=None, return_X_y=False):
     ------
     FileNotFoundError
         When the files are absent; the message says how to get them.
+    ValueError
+        A file that is not an IDX file of unsigned bytes (bad magic number, or
+        not 3-D images / 1-D labels), is truncated or has trailing bytes, a
+        corrupt gzip stream, images and labels files of different lengths, or a
+        label outside 0-9. The message names the file.
 
     Examples
     --------
@@ -185,10 +238,21 @@ def load_fashion_mnist(*, subset="train", data_home=None, return_X_y=False):
         if name not in _FILES:
             break
         img_stem, lab_stem = _FILES[name]
-        parts[name] = (
-            _read_idx(_find_idx(data_home, img_stem)),
-            _read_idx(_find_idx(data_home, lab_stem)).astype(np.int64),
-        )
+        img_path = _find_idx(data_home, img_stem)
+        lab_path = _find_idx(data_home, lab_stem)
+        images = _read_idx(img_path, ndim=3)
+        labels = _read_idx(lab_path, ndim=1)
+        if len(images) != len(labels):
+            raise ValueError(
+                f"Fashion-MNIST files {str(img_path)!r} and {str(lab_path)!r} do not "
+                f"match: {len(images)} images but {len(labels)} labels."
+            )
+        if labels.size and labels.max() >= len(FASHION_MNIST_CLASSES):
+            raise ValueError(
+                f"Fashion-MNIST file {str(lab_path)!r} holds label {labels.max()}; "
+                f"labels are 0-{len(FASHION_MNIST_CLASSES) - 1}."
+            )
+        parts[name] = (images, labels.astype(np.int64))
     return _pick(subset, parts, return_X_y, "Fashion-MNIST (Zalando, MIT license)")
 
 
