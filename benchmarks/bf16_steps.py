@@ -76,7 +76,8 @@ def main():
     log = Log()
     log.say(f"CPU: {cpu_kind()}")
     log.say(f"FineTunedClassifier() defaults, {args.per_class} per class")
-    log.say(f"{'seed':>4}  {'bf16 acc':>8} {'fp32 acc':>8}  {'bf16 s':>6} {'fp32 s':>6}")
+    header = f"{'bf16 acc':>8} {'fp32 acc':>8}  {'bf16 s':>6} {'fp32 s':>6}"
+    log.say(f"{'seed':>4}  {header}")
     rows = []
     for i, seed in enumerate(args.seeds):
         order = ("auto", "fp32") if i % 2 == 0 else ("fp32", "auto")

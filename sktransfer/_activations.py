@@ -52,7 +52,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._backbones import sequential_units
+from ._augment import make_augmentation
+from ._backbones import last_downsampling_block, sequential_units
+from ._cache import CodeCache, image_digests, state_digest
 from ._runtime import (
     process_cache,
     resolve_policy,
@@ -69,6 +71,8 @@ __all__ = [
     "cache_units",
     "checkpoint_index",
     "lookup",
+    "open_session",
+    "predict_from_stores",
     "plan_cut",
     "units_fingerprint",
 ]
@@ -601,8 +605,123 @@ class CachedDataset(torch.utils.data.Dataset):
         item = {"x": rows.get(i, view)}
         if self.sample_weight is not None:
             item["sample_weight"] = torch.tensor(self.sample_weight[i])
-        return item, (int(self.y[i]) if self.y is not None else 0)
+        return item, target_item(self.y, i)
 
     def clean(self):
         """The same items at the cut, always view 0 (head init, BN statistics)."""
         return CachedDataset(self.acts, self.indices, self.y, self.sample_weight)
+
+
+def target_item(y, i):
+    """Row ``i`` of a fit's targets as a dataset item: a class index, or a
+    float32 tensor (multi-label indicators, standardized values); 0 without
+    targets."""
+    if y is None:
+        return 0
+    if y.ndim == 1 and y.dtype.kind in "iu":
+        return int(y[i])
+    return torch.from_numpy(np.asarray(y[i], dtype=np.float32).reshape(-1))
+
+
+# ---------------------------------------------------------------- the session
+def open_session(
+    module, full, digests, config, plan, seed, device, *, batch_size, bn, who=None
+):
+    """One fit's activation cache: the frozen prefix's outputs, or None.
+
+    ``full`` is the fit's :class:`~sktransfer._training.ImageDataset` of every
+    image (``digests`` their content digests), ``config`` the
+    :class:`~sktransfer._training.TrainConfig` and ``plan`` the
+    :class:`~sktransfer._training.FitPlan`. Returns the :class:`ActivationSet`
+    (None when the part before the first trained layer cannot be cached) and
+    the description for ``policy_["cache"]``; ``who`` (the estimator's name)
+    prints it.
+    """
+    probe = full.pre.normalize(full.image(0)[None].expand(2, -1, -1, -1))
+    if not plan.cache:
+        cut, reason = None, "cache=False"
+    else:
+        cut, reason = plan_cut(module.body, config.trainable, bn, probe.to(device))
+    if cut is None:
+        if who:
+            print(
+                f"[{who}] activation cache off ({reason}): every epoch runs the "
+                f"whole network."
+            )
+        return None, f"off: {reason}"
+    units = cache_units(module.body, config.trainable)
+    checkpoint = checkpoint_index(
+        units, last_downsampling_block(module.body, probe.to(device))
+    )
+    transform = make_augmentation(plan.augment, full.pre.p.input_size)
+    views = plan.augment_views if transform is not None else 0
+    root = plan.cache_dir
+    acts = ActivationSet(
+        units,
+        cut,
+        full,
+        digests,
+        spec=(
+            f"finetune-prefix|{state_digest(module.body)}"
+            f"|{full.pre.p}|autocast={config.autocast}"
+        ),
+        transform=transform,
+        n_views=views,
+        view_seed=seed,
+        device=device,
+        autocast=config.autocast,
+        batch_size=batch_size,
+        disk=None if root is None else (lambda spec, w: CodeCache(root, spec, w)),
+        checkpoint=checkpoint,
+    )
+    note = (
+        f"after {units[cut - 1][0]} ({cut} of {len(units)} units frozen), "
+        f"{views} augmented view(s) per image"
+    )
+    if acts.source is not None:
+        note += f", derived from the shared checkpoint after {units[checkpoint - 1][0]}"
+    if who:
+        print(f"[{who}] activation cache at {note}")
+    return acts, note
+
+
+def predict_from_stores(est, images, out):
+    """Fill ``out`` for the images whose frozen activations are stored.
+
+    ``est`` is a fitted fine-tuned estimator. The activation stores of this
+    process hold the frozen part's output of the clean training images of
+    every fit that shares it: in a CV split, the held-out fold of one split
+    trained in the other. Those images run only the units after the store,
+    exactly the fitted network's computation (the frozen units before it are
+    checked unchanged since the rows were computed). CPU, fp32,
+    ``engine="auto"`` only. Returns the indices still to predict.
+    """
+    todo = np.arange(len(images))
+    stores = est._derived().get("stores")
+    net = est.net_
+    if (
+        not stores
+        or est.engine != "auto"
+        or net.config.autocast is not None
+        or torch.device(net.device).type != "cpu"
+    ):
+        return todo
+    digests = image_digests(images)
+    module = net.module_.eval()
+    for spec, prefix, units, fingerprint in stores:
+        if units_fingerprint(prefix) != fingerprint:
+            continue  # the frozen units changed since the rows were stored
+        found, rows = lookup(spec, digests[todo])
+        if rows is None:
+            continue
+        idx = todo[found]
+        with torch.inference_mode():
+            for start in range(0, len(idx), 64):
+                x = rows[start : start + 64]
+                if net.config.channels_last and x.ndim == 4:
+                    x = x.contiguous(memory_format=torch.channels_last)
+                out[idx[start : start + 64]] = module.logits_from(units, x)
+        todo = todo[~found]
+        if not len(todo):
+            break
+    return todo

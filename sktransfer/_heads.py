@@ -234,3 +234,95 @@ def fit_linear_probe(feats, labels, n_classes, weight_decay, sample_weight=None)
         weight[lr.classes_] = coef
         bias[lr.classes_] = intercept
     return torch.from_numpy(weight).float(), torch.from_numpy(bias).float()
+
+
+def label_directions(feats, indicator):
+    """Per label, the direction from the images without it to those with it.
+
+    The class-means init of a multi-label head: row ``j`` is the normalized
+    difference of the mean L2-normalized feature of the rows that carry label
+    ``j`` and of those that do not (a label carried by every row, or by none,
+    gets its mean's direction, or a zero row).
+
+    Parameters
+    ----------
+    feats : tensor of shape (n, d)
+    indicator : tensor of shape (n, n_labels), 0/1
+
+    Returns
+    -------
+    directions : torch.Tensor of shape (n_labels, d)
+    """
+    z = normalize_rows(_floating(feats))
+    pos = torch.as_tensor(indicator).to(z) > 0.5
+    rows = []
+    for j in range(pos.shape[1]):
+        on, off = z[pos[:, j]], z[~pos[:, j]]
+        mean_on = on.mean(0) if len(on) else torch.zeros(z.shape[1]).to(z)
+        mean_off = off.mean(0) if len(off) else torch.zeros(z.shape[1]).to(z)
+        rows.append(mean_on - mean_off)
+    return normalize_rows(torch.stack(rows))
+
+
+def fit_binary_probes(feats, indicator, n_labels, weight_decay, sample_weight=None):
+    """One exact binary logistic regression per label (multi-label LP-FT).
+
+    Each minimizes the (sample-weighted) mean binary cross-entropy of its label
+    plus ``weight_decay / 2 * ||w||**2`` (bias unpenalized): sklearn's
+    ``LogisticRegression(C=1 / (weight_decay * sum(w)))``, as
+    :func:`fit_linear_probe`. A label carried by every row or by none gets
+    weight 0 and a bias of +10 or -10.
+
+    Returns
+    -------
+    weight : torch.Tensor of shape (n_labels, d)
+    bias : torch.Tensor of shape (n_labels,)
+    """
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
+
+    X = np.asarray(feats, dtype=np.float64)
+    Y = np.asarray(indicator) > 0.5
+    sw = None if sample_weight is None else np.asarray(sample_weight, np.float64)
+    total = len(Y) if sw is None else sw.sum()
+    weight = np.zeros((n_labels, X.shape[1]))
+    bias = np.zeros(n_labels)
+    C = probe_C(weight_decay, total)
+    for j in range(n_labels):
+        if Y[:, j].all() or not Y[:, j].any():
+            bias[j] = 10.0 if Y[:, j].all() else -10.0
+            continue
+        lr = LogisticRegression(C=C, max_iter=1000, tol=1e-6)
+        with warnings.catch_warnings(), threadpool_limits(1, user_api="blas"):
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            lr.fit(X, Y[:, j], sample_weight=sw)
+        weight[j], bias[j] = lr.coef_[0], lr.intercept_[0]
+    return torch.from_numpy(weight).float(), torch.from_numpy(bias).float()
+
+
+def fit_ridge_probe(feats, targets, weight_decay, sample_weight=None):
+    """The exact ridge regression of ``targets`` on ``feats`` (the regressor's
+    LP-FT): the head the squared-error fine-tune would start at its optimum.
+
+    Minimizes the (sample-weighted) mean over rows of the mean squared error
+    over the ``k`` outputs plus ``weight_decay / 2 * ||W||**2`` (bias
+    unpenalized): sklearn's ``Ridge(alpha=weight_decay * k * sum(w) / 2)``.
+
+    Returns
+    -------
+    weight : torch.Tensor of shape (k, d)
+    bias : torch.Tensor of shape (k,)
+    """
+    from sklearn.linear_model import Ridge
+
+    X = np.asarray(feats, dtype=np.float64)
+    T = np.asarray(targets, dtype=np.float64).reshape(len(X), -1)
+    sw = None if sample_weight is None else np.asarray(sample_weight, np.float64)
+    total = len(T) if sw is None else sw.sum()
+    alpha = weight_decay * T.shape[1] * float(total) / 2
+    ridge = Ridge(alpha=max(alpha, 1e-10)).fit(X, T, sample_weight=sw)
+    coef = np.atleast_2d(ridge.coef_)
+    return torch.from_numpy(coef).float(), torch.from_numpy(
+        np.atleast_1d(ridge.intercept_)
+    ).float()

@@ -259,7 +259,7 @@ class _Writer:
             node["backbone"] = self._backbone(est, where)
         if "net_" in state:
             state.pop("net_")
-            node["finetuned"] = _finetuned_save(self, est, where)
+            node["finetuned"] = est._state_out(self.value, where)
         node["params"] = params
         node["state"] = {
             k: self.value(v, f"{where}.{k}")
@@ -487,7 +487,7 @@ class _Reader:
         if "backbone" in node:
             est.backbone_ = self._backbone(est, node["backbone"])
         if "finetuned" in node:
-            _finetuned_load(self, est, node["finetuned"])
+            est._state_in(self.value, node["finetuned"])
         return est
 
     def _backbone(self, est, node):
@@ -532,55 +532,6 @@ def _safe_dtype(text):
     if dtype.kind not in "biufUO" or dtype.hasobject and dtype.kind != "O":
         raise ValueError(f"unsupported dtype {text!r}")
     return dtype
-
-
-# ----------------------------------------------------- FineTunedClassifier
-# The one place that knows how a fitted FineTunedClassifier holds its network:
-# a skorch FineTuneNet (``net_``) whose ``module_`` is a FineTuneModule.
-def _finetuned_save(writer, est, where):
-    net = est.net_
-    return {
-        "module": {
-            k: writer.value(t, f"{where}.net_.module_[{k!r}]")
-            for k, t in net.module_.state_dict().items()
-        },
-        # The TrainConfig's fields (the key predates the dataclass).
-        "ft": writer.value(net.config.to_dict(), f"{where}.net_.config"),
-        "history": writer.value(list(net.history), f"{where}.net_.history"),
-    }
-
-
-def _finetuned_load(reader, est, node):
-    import torch
-    from skorch.history import History
-
-    from ._runtime import resolve_policy
-    from ._training import TrainConfig
-
-    n_classes = len(est.classes_)
-    spec = est.__class__(**{**est.get_params(deep=False), "weights": None})
-    spec.policy_ = dict(est.policy_)  # what the "auto" parameters resolved to
-    module, _, _ = spec._build_module(n_classes, None)  # weights come from the file
-    state = {k: reader.value(t) for k, t in node["module"].items()}
-    module.load_state_dict(state)
-    module.eval()
-    policy = resolve_policy(est.device, est.precision, est.engine)
-    device = policy.device
-    # Files written before freeze_epochs was recorded: the estimator's, capped.
-    freeze = min(est.freeze_epochs, est.max_epochs)
-    config = TrainConfig.from_dict(reader.value(node["ft"]), freeze_epochs=freeze)
-    # Precision and memory format follow the machine the model is loaded on.
-    config = config.with_policy(policy)
-    net = est._skorch_net(module, device, config)
-    net.initialize()
-    net.module_.to(device)
-    if config.channels_last:
-        net.module_.to(memory_format=torch.channels_last)
-    net.optimizer_.state.clear()
-    net.l1_params_ = []
-    net.module = type(module)
-    net.history = History(reader.value(node["history"]))
-    est.net_ = net
 
 
 # ------------------------------------------------------------------ load

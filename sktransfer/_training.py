@@ -1,7 +1,11 @@
-"""Training machinery behind FineTunedClassifier: module, data, skorch net, callbacks.
+"""The torch side of fine-tuning: config and plan, the module, freezing, data.
 
-Private: :class:`~sktransfer.FineTunedClassifier` composes these pieces inside
-``fit``. Kept apart from the estimator so each module stays readable.
+Private. The fine-tuned estimators (:mod:`sktransfer._finetune_base`) resolve a
+:class:`FitPlan`, build the module with :func:`build_module` (a pure
+function) and hand both to the trainer (:mod:`sktransfer._trainer`, the skorch
+side: losses, the net, callbacks, trimming). The two are apart because
+together they would not be readable in one file, and because the trainer is
+what ``load`` rebuilds while this module is what ``fit`` plans.
 """
 
 from __future__ import annotations
@@ -9,21 +13,25 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-from collections.abc import Mapping
 from numbers import Integral, Real
+from pathlib import Path
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from skorch import NeuralNetClassifier
-from skorch.dataset import unpack_data
-from skorch.utils import to_tensor
 from torch import nn
 
-from ._activations import run_units
-from ._backbones import backbone_stages
-from ._heads import CosineHead, build_head  # noqa: F401 - re-exported
-from ._runtime import GLOBAL_RNG_LOCK
+from ._activations import run_units, target_item
+from ._backbones import (
+    backbone_stages,
+    find_head,
+    last_resolution_blocks,
+    load_backbone,
+    strip_head,
+)
+from ._heads import CosineHead, build_head
+from ._runtime import GLOBAL_RNG_LOCK, RuntimePolicy
 
 _BN = nn.modules.batchnorm._BatchNorm
 # Resized training images are kept in memory when they fit in this budget, so an
@@ -364,6 +372,126 @@ class FineTuneModule(nn.Module):
         for name in ("_mode_key", "_mode_flags", "_body_params"):
             state.pop(name, None)
         return state
+
+
+# -------------------------------------------------------------------- the plan
+# train_layers="auto" is the blocks after the last downsampling
+# (_backbones.last_resolution_blocks); this many last stages when the network
+# never downsamples.
+AUTO_TRAIN_LAYERS = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class FitPlan:
+    """What one fit decided before touching its data (immutable).
+
+    Resolved once by the fine-tuned estimators' ``fit`` from their parameters,
+    the built network and the :class:`~sktransfer._runtime.RuntimePolicy`;
+    ``policy_`` is its :meth:`report`.
+
+    Attributes
+    ----------
+    train_layers : str or int
+        ``train_layers`` with ``"auto"`` resolved (a module name or a number of
+        stages).
+    trainable : frozenset of str
+        The body parameters that train.
+    head_init : str
+        ``head_init`` with ``"auto"`` resolved.
+    augment : str, tuple, callable or None
+        The augmentation (``"auto"`` resolved).
+    augment_views : int
+        Augmented views per image in the activation cache.
+    cache : bool
+        Whether the activation cache may be used (``cache=False`` turns it off).
+    cache_dir : Path or None
+        Where the activation cache is also written for other processes.
+    runtime : RuntimePolicy
+        Device, precision, memory format and engine of the fit.
+    """
+
+    train_layers: Any
+    trainable: frozenset[str]
+    head_init: str
+    augment: Any
+    augment_views: int
+    cache: bool
+    cache_dir: Path | None
+    runtime: RuntimePolicy
+
+    def report(self, cache, precision):
+        """``policy_``: the resolved ``"auto"`` values, where the activation
+        cache cut the network (``cache``) and the fit's arithmetic."""
+        return {
+            "train_layers": self.train_layers,
+            "head_init": self.head_init,
+            "augment": self.augment,
+            "augment_views": self.augment_views,
+            "cache": cache,
+            "precision": precision,
+        }
+
+
+class BuiltModule(NamedTuple):
+    """What :func:`build_module` returns."""
+
+    module: FineTuneModule
+    preprocessing: Any  # the backbone's Preprocessing, with the estimator's size
+    drop_sites: list  # the blocks that got a drop-path rate
+    head_name: str | None  # the original head's name (save_backbone)
+    state_keys: list  # the original state dict's keys, in order
+
+
+def build_module(est, n_outputs, head_init, generator, probe):
+    """The network to fine-tune: a pure function of ``est``'s parameters.
+
+    Reads ``model``, ``weights``, ``input_size``, ``resize``, ``drop_path``,
+    ``dropout``, ``bn`` and ``head`` (``"linear"`` when the estimator has
+    none) of ``est``; ``head_init`` draws from ``generator`` (None: the head's
+    weights come from elsewhere, as in ``load``). ``probe(net, preprocessing,
+    n=...)`` runs the backbone on blank inputs (a clear error for a size the
+    network cannot take).
+    """
+    net, prep = load_backbone(est.model, est.weights)
+    prep = prep.override(input_size=est.input_size, resize=est.resize)
+    head_name = find_head(net)
+    state_keys = list(net.state_dict())
+    sizes = strip_head(net) if head_name is not None else None
+    out = probe(net.eval(), prep, n=2)
+    n_features = int(out.flatten(1).shape[1]) if sizes is None else sizes[0]
+    drop_sites = set_drop_path(net, est.drop_path) if est.drop_path else []
+    if est.drop_path > 0 and not drop_sites:
+        raise ValueError(
+            f"drop_path={est.drop_path} but {type(net).__name__} has no "
+            f"residual blocks with a stochastic-depth slot (supported: timm "
+            f"EfficientNet/MobileNet/ResNet/ConvNeXt/ViT, torchvision "
+            f"EfficientNet/ConvNeXt/Swin). Use drop_path=0."
+        )
+    kind = getattr(est, "head", "linear")
+    head = build_head(kind, head_init, n_features, n_outputs, generator)
+    module = FineTuneModule(net, head, est.dropout, est.bn)
+    return BuiltModule(module, prep, drop_sites, head_name, state_keys)
+
+
+def resolve_train_layers(module, train_layers, bn, preprocessing):
+    """``train_layers`` with ``"auto"`` resolved, and the body parameters it trains.
+
+    ``bn="train"`` adds every BatchNorm's scale and shift.
+    """
+    if train_layers == "auto":
+        p = preprocessing
+        probe = torch.zeros(2, p.in_chans, *p.input_size)
+        start = last_resolution_blocks(module.body, probe)
+        train_layers = AUTO_TRAIN_LAYERS if start is None else start
+    trainable = resolve_trainable(module.body, train_layers)
+    if bn == "train":
+        trainable |= {
+            f"{name}.{p}"
+            for name, m in module.body.named_modules()
+            if isinstance(m, _BN)
+            for p, _ in m.named_parameters(recurse=False)
+        }
+    return train_layers, trainable
 
 
 # ---------------------------------------------------------------------- freezing
@@ -712,7 +840,7 @@ class ImageDataset(torch.utils.data.Dataset):
         item = {"x": x}
         if self.sample_weight is not None:
             item["sample_weight"] = torch.tensor(self.sample_weight[i])
-        return item, (int(self.y[i]) if self.y is not None else 0)
+        return item, target_item(self.y, i)
 
     def with_transform(self, transform):
         """A shallow copy that shares the cache but augments differently."""
@@ -751,152 +879,3 @@ def make_loader(
         persistent_workers=num_workers > 0,
         drop_last=drop_last,
     )
-
-
-# -------------------------------------------------------------------- loss / net
-class WeightedCrossEntropy(nn.Module):
-    """Cross-entropy with label smoothing and per-sample weights (weighted mean)."""
-
-    def __init__(self, label_smoothing=0.0):
-        super().__init__()
-        self.label_smoothing = label_smoothing
-
-    def forward(self, logits, y, weight=None):
-        ce = F.cross_entropy(
-            logits.float(), y, reduction="none", label_smoothing=self.label_smoothing
-        )
-        if weight is None:
-            return ce.mean()
-        weight = weight.to(ce)
-        return (ce * weight).sum() / weight.sum().clamp_min(1e-12)
-
-
-def softmax(logits):
-    return torch.softmax(logits, dim=-1)
-
-
-class FineTuneNet(NeuralNetClassifier):
-    """skorch net with discriminative LRs, L1, sample weights and autocast.
-
-    ``config`` (a :class:`TrainConfig`) carries what skorch has no parameter
-    for: the names of trainable body parameters, head / body learning rates,
-    weight decay, the L1 strength, the optimizer, the head-only epochs, the
-    autocast dtype and channels_last.
-
-    The optimizer is built here rather than through skorch's
-    ``optimizer__param_groups``: its groups follow a set of parameter names and
-    the tensors' rank (no decay on BatchNorm, bias, scale), which name patterns
-    cannot express.
-    """
-
-    def __init__(self, *args, config=None, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.config = config
-        # Set by the fit, cleared after it: the fit's own RNG stream for dropout
-        # (None: no stochastic layer), and a hook run before each validation pass.
-        self.rng_ = None
-        self.before_valid_ = None
-
-    def run_single_epoch(self, iterator, training, prefix, step_fn, **fit_params):
-        if not training and iterator is not None and self.before_valid_ is not None:
-            self.before_valid_()
-        return super().run_single_epoch(
-            iterator, training, prefix, step_fn, **fit_params
-        )
-
-    # ---- optimizer: only trainable tensors; no decay on BN, bias, scale
-    def initialize_optimizer(self, triggered_directly=None):
-        config = self.config
-        trainable = config.trainable
-        groups = {}
-        for name, p in self.module_.named_parameters():
-            if name.startswith("body."):
-                if name[len("body.") :] not in trainable:
-                    continue
-                lr, part = config.backbone_lr, "body"
-            else:
-                lr, part = config.lr, "head"
-            decay = p.ndim > 1
-            key = (part, decay)
-            if key not in groups:
-                groups[key] = {
-                    "params": [],
-                    "lr": lr,
-                    "base_lr": lr,
-                    "weight_decay": config.weight_decay if decay else 0.0,
-                    "name": f"{part}{'' if decay else '_no_decay'}",
-                }
-            groups[key]["params"].append(p)
-        if config.optimizer == "sgd":
-            opt = torch.optim.SGD(list(groups.values()), lr=config.lr, momentum=0.9)
-        else:
-            opt = torch.optim.AdamW(list(groups.values()), lr=config.lr)
-        self.optimizer_ = opt
-        self.l1_params_ = [
-            g for k, grp in groups.items() if k[1] for g in grp["params"]
-        ]
-        return self
-
-    def get_loss(self, y_pred, y_true, X=None, training=False):
-        y_true = to_tensor(y_true, device=self.device)
-        weight = X.get("sample_weight") if isinstance(X, Mapping) else None
-        loss = self.criterion_(y_pred, y_true, weight)
-        l1 = self.config.l1
-        if training and l1:
-            penalty = sum(p.abs().sum() for p in self.l1_params_ if p.requires_grad)
-            loss = loss + l1 * penalty
-        return loss
-
-    def _autocast(self):
-        dtype = self.config.autocast
-        if self.config.step_autocast is not None and self.module_.training:
-            dtype = self.config.step_autocast
-        if dtype is None:
-            return contextlib.nullcontext()
-        return torch.autocast(torch.device(self.device).type, dtype=dtype)
-
-    def infer(self, x, **fit_params):
-        x = to_tensor(x, device=self.device)
-        img = x["x"] if isinstance(x, Mapping) else x
-        if self.config.channels_last and img.ndim == 4:
-            # (cached activations past the pooling are feature rows: no format)
-            img = img.contiguous(memory_format=torch.channels_last)
-        rng = self.rng_ if self.module_.training else None
-        with self._autocast(), rng.active() if rng else contextlib.nullcontext():
-            return self.module_(img).float()
-
-    def train_step(self, batch, **fit_params):
-        l1 = self.config.l1
-        if l1:
-            # Subgradient steps on |w| alone make weights oscillate around 0 and
-            # never reach it. So a weight whose step crosses zero is clipped to
-            # exactly 0 (truncated gradient, Tsuruoka et al. 2009), and a weight at
-            # 0 stays there while |data gradient| <= l1 (0 is then optimal).
-            params = [p for p in self.l1_params_ if p.requires_grad]
-            signs = [torch.sign(p.detach()) for p in params]
-            step = self._train_step(batch, **fit_params)
-            with torch.no_grad():
-                for p, s in zip(params, signs, strict=True):
-                    crossed = torch.sign(p) * s < 0
-                    if p.grad is not None:
-                        crossed |= (s == 0) & (p.grad.abs() <= l1)
-                    p.masked_fill_(crossed, 0.0)
-            return step
-        return self._train_step(batch, **fit_params)
-
-    def _train_step(self, batch, **fit_params):
-        if self.config.autocast is not torch.float16:
-            return super().train_step(batch, **fit_params)
-        # fp16 needs loss scaling against gradient underflow
-        scaler = self.__dict__.get("grad_scaler_")
-        if scaler is None:
-            scaler = self.grad_scaler_ = torch.amp.GradScaler("cuda")
-        self._zero_grad_optimizer()
-        self._set_training(True)
-        Xi, yi = unpack_data(batch)
-        y_pred = self.infer(Xi)
-        loss = self.get_loss(y_pred, yi, X=Xi, training=True)
-        scaler.scale(loss).backward()
-        scaler.step(self.optimizer_)
-        scaler.update()
-        return {"loss": loss, "y_pred": y_pred}

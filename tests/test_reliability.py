@@ -247,7 +247,11 @@ BAD_CLASSIFIER_INPUTS = {
         ValueError,
         "continuous",
     ),
-    "ft 2-D labels": (lambda: _ft().fit(_IMGS, np.zeros((6, 2))), ValueError, "1-D"),
+    "ft 2-D labels": (
+        lambda: _ft().fit(_IMGS, np.arange(12).reshape(6, 2)),
+        ValueError,
+        "indicator",
+    ),
     "ft X / y lengths differ": (
         lambda: _ft().fit(_IMGS, _Y[:5]),
         ValueError,
