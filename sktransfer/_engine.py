@@ -45,6 +45,7 @@ __all__ = [
     "OnnxEngine",
     "TorchEngine",
     "build_engine",
+    "export_graph",
     "forward_halving",
     "shared_engine",
 ]
@@ -337,6 +338,47 @@ def _export_to_cache(module, input_shape, folder, name, spec, threads):
     finally:
         if cached and os.path.exists(tmp):
             os.remove(tmp)
+
+
+def export_graph(module, *, input_shape, digest, what):
+    """The ONNX graph the engine runs for ``module``, as an ``onnx.ModelProto``.
+
+    The same graph as :func:`build_engine`'s ONNX Runtime engine (input ``x``,
+    a normalized ``(batch, *input_shape)`` float batch; output ``y``): loaded
+    from the on-disk cache when this network was exported before, otherwise
+    exported, checked against ``module`` and cached, exactly as an engine
+    would. For :func:`sktransfer.export_onnx`, which builds one file around it.
+
+    Parameters
+    ----------
+    module : torch.nn.Module
+        On the CPU; put in eval mode.
+    input_shape, digest, what
+        As for :func:`build_engine` (they key the cached graph).
+
+    Returns
+    -------
+    model : onnx.ModelProto
+
+    Raises
+    ------
+    EngineFallback
+        When onnxruntime / onnx are missing, the export fails or the graph
+        disagrees with the network.
+    """
+    import tempfile
+
+    import onnx
+
+    module.eval()
+    engine = _onnx_engine(module, tuple(input_shape), digest(), what, threads=1)
+    if engine.path is not None and engine.path.is_file():
+        return onnx.load(str(engine.path))
+    # the cache folder is not writable: the engine's graph was not kept
+    with tempfile.TemporaryDirectory(prefix="sktransfer-onnx-") as folder:
+        path = os.path.join(folder, "graph.onnx")
+        _export(module, tuple(input_shape), path)
+        return onnx.load(path)
 
 
 # --------------------------------------------------------------------------- build
