@@ -17,6 +17,7 @@ _LAZY = {
     "PrototypeClassifier": "._fewshot",
     "StrategyReport": "._compare",
     "compare_strategies": "._compare",
+    "export_onnx": "._export",
     "list_layers": "._backbones",
     "load": "._persistence",
     "load_backbone": "._backbones",
