@@ -50,23 +50,41 @@ def _subsample(X, y, per_class, seed):
     return X[keep], y[keep]
 
 
-def _check_folder_images(paths):
-    """Open every image header up front so a bad file fails before any work."""
+def _check_folder_images(paths, *, decode=False):
+    """Open every image up front so a bad file fails before any work.
+
+    ``decode=False`` reads the headers (PIL's ``verify``: a PNG's checksums, but
+    nothing of a JPEG's data, so a truncated JPEG passes). ``decode=True`` decodes
+    every image, JPEGs at 1/8 scale (PIL draft): ``compare`` needs it, because
+    its strategies record a file that fails to decode as a failed strategy, not
+    an error. ``extract`` and ``predict`` decode lazily, and a file that fails
+    then is an error naming it (exit code 2) all the same.
+    """
     from PIL import Image
 
     for p in paths:
         try:
             with Image.open(p) as img:
-                img.verify()
+                if decode:
+                    img.draft(None, (1, 1))  # JPEG: the smallest DCT scale
+                    img.load()
+                else:
+                    img.verify()
         except Exception as exc:  # noqa: BLE001 - any decoding error is the user's file
+            detail = " ".join(str(exc).split())
             raise UsageError(
-                f"cannot read image file {p!r} ({type(exc).__name__}); remove it or "
-                f"replace it with a valid image."
+                f"cannot read image file {str(p)!r} ({type(exc).__name__}"
+                f"{': ' + detail if detail else ''}); remove it or replace it with a "
+                f"valid image."
             ) from None
 
 
-def load_data(data, *, per_class=None, seed=0):
-    """``DATA`` argument -> (images, labels, description)."""
+def load_data(data, *, per_class=None, seed=0, decode=False):
+    """``DATA`` argument -> (images, labels, description).
+
+    The image files of a folder are checked (``_check_folder_images``; decoded
+    with ``decode=True``).
+    """
     import numpy as np
 
     from .datasets import (
@@ -88,6 +106,8 @@ def load_data(data, *, per_class=None, seed=0):
                 str(exc).split(". ")[0] + "; see `sktransfer compare "
                 "--help` or use fashion-mnist-sample."
             ) from None
+        except ValueError as exc:  # a corrupt IDX file, named in the message
+            raise UsageError(str(exc)) from None
         y = np.asarray(FASHION_MNIST_CLASSES, dtype=object)[y]
         desc = "Fashion-MNIST"
     elif data == "digits":
@@ -116,7 +136,7 @@ def load_data(data, *, per_class=None, seed=0):
         desc = f"image folder {data}"
     X, y = _subsample(X, np.asarray(y), per_class, seed)
     if X.dtype == object:
-        _check_folder_images(X)
+        _check_folder_images(X, decode=decode)
     if len(np.unique(y)) < 2:
         raise UsageError(f"{data!r} has a single class; at least 2 are needed.")
     return X, y, desc
@@ -242,7 +262,10 @@ def cmd_compare(args):
                 f"--{key.replace('_', '-')} is not supported by `sktransfer compare` "
                 f"in this version; it applies to `extract` and `predict`."
             )
-    X, y, desc = load_data(args.data, per_class=args.per_class, seed=args.seed)
+    # decode=True: a strategy that fails on a file is a result, not an error
+    X, y, desc = load_data(
+        args.data, per_class=args.per_class, seed=args.seed, decode=True
+    )
     out = Path(args.out)
     print(
         f"sktransfer compare: {desc}, {len(y)} images, {len(np.unique(y))} classes",

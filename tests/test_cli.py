@@ -163,3 +163,91 @@ def test_named_datasets_and_per_class():
     assert "digits" in desc
     X, y, _ = load_data("fashion-mnist-sample", per_class=2)
     assert len(X) == 20 and "Trouser" in set(y)
+
+
+# ------------------------------------------------- issue 20: bad input, exit 2
+def _one_line(capsys):
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+def _jpeg_bytes(seed=0, size=48):
+    import io
+
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(
+        buf, "JPEG", quality=90
+    )
+    return buf.getvalue()
+
+
+def write_corrupt_folder(root, damage):
+    """Two classes of good JPEG / PNG files and ONE bad ``.jpg``; returns its path.
+
+    ``garbage``: not an image at all; ``truncated``: the first half of a JPEG
+    (its header reads, PIL's verify passes, decoding fails).
+    """
+    for c, cls in enumerate(["a", "b"]):
+        (root / cls).mkdir(parents=True)
+        for i in range(3):
+            (root / cls / f"{i}.jpg").write_bytes(_jpeg_bytes(10 * c + i, 24))
+        Image.new("L", (20, 20), color=90 * c).save(root / cls / "p.png")
+    bad = root / "b" / "bad.jpg"
+    if damage == "garbage":
+        bad.write_bytes(b"these are not the bytes of a JPEG file" * 20)
+    else:
+        data = _jpeg_bytes(99)
+        bad.write_bytes(data[: len(data) // 2])
+    return bad
+
+
+@pytest.mark.parametrize(
+    "command, damage, extra",
+    [
+        ("compare", "garbage", []),
+        ("compare", "truncated", []),
+        ("extract", "garbage", []),
+        ("extract", "truncated", []),
+        ("extract", "truncated", ["--num-workers", "1"]),  # raised in a worker
+    ],
+)
+def test_one_corrupt_image_is_exit_2_naming_it(
+    command, damage, extra, tmp_path, capsys
+):
+    bad = write_corrupt_folder(tmp_path / "data", damage)
+    out = tmp_path / "out"
+    if command == "compare":
+        args = ["--cv", "2", "--strategies", "pixels_logreg,codes_logreg"]
+        args += ["--out", str(out)]
+    else:
+        args = ["-o", str(out / "codes.npz")]
+        out.mkdir()
+    rc = main([command, str(tmp_path / "data"), *CLI_TINY, *args, *extra, "-q"])
+    line = _one_line(capsys)
+    assert rc == 2, line
+    assert repr(str(bad)) in line and "cannot read image file" in line
+    # compare decodes every file before any work: no report was started
+    assert not (out / "report.csv").exists()
+    assert not (out / "codes.npz").exists()
+
+
+def test_fashion_mnist_corrupt_idx_is_exit_2_naming_it(tmp_path, monkeypatch, capsys):
+    import gzip
+
+    def idx(array):
+        header = bytes([0, 0, 8, array.ndim])
+        header += b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+        return header + array.astype(np.uint8).tobytes()
+
+    images = tmp_path / "train-images-idx3-ubyte.gz"
+    labels = tmp_path / "train-labels-idx1-ubyte.gz"
+    images.write_bytes(gzip.compress(idx(np.zeros((4, 28, 28)))[:-10]))  # truncated
+    labels.write_bytes(gzip.compress(idx(np.array([0, 1, 0, 1]))))
+    monkeypatch.setenv("SKTRANSFER_DATA", str(tmp_path))
+    rc = main(["compare", "fashion-mnist", "--out", str(tmp_path / "o")])
+    line = _one_line(capsys)
+    assert rc == 2
+    assert repr(str(images)) in line and "is truncated" in line

@@ -362,3 +362,23 @@ def test_html_repr_links_to_our_api_pages():
     html = estimator_html_repr(make_pipeline(CNNFeatureExtractor(), SVC()))
     assert "generated/sktransfer.CNNFeatureExtractor.html" in html
     assert "scikit-learn.org" in html  # sklearn's own steps keep their links
+
+
+@pytest.mark.parametrize(
+    "damage, extra",
+    [("garbage", []), ("truncated", []), ("truncated", ["--num-workers", "1"])],
+)
+def test_predict_one_corrupt_image_is_exit_2_naming_it(
+    damage, extra, saved_model, tmp_path, capsys
+):
+    from test_cli import write_corrupt_folder
+
+    model, _ = saved_model
+    bad = write_corrupt_folder(tmp_path / "new", damage)
+    csv_path = tmp_path / "preds.csv"
+    args = [str(model), str(tmp_path / "new"), "--out", str(csv_path), *extra]
+    rc = main(["predict", *args])
+    line = _one_line(capsys)
+    assert rc == 2, line
+    assert repr(str(bad)) in line and "cannot read image file" in line
+    assert not csv_path.exists()
