@@ -318,10 +318,11 @@ def cmd_compare(args):
     if save is not None:
         from ._persistence import save as save_model
 
-        save_model(report.best_estimator_, save)
+        written = save_model(report.best_estimator_, save)
         print(
             f"saved {report.best_name_} (refit on all {len(y)} images) to "
-            f"{save.resolve()}; use it with: sktransfer predict {save} IMAGES..."
+            f"{Path(written).resolve()}; use it with: sktransfer predict {written} "
+            f"IMAGES..."
         )
     return 0
 
@@ -356,7 +357,11 @@ def cmd_extract(args):
     if layer is not None and "," in layer:
         layer = [s.strip() for s in layer.split(",")]
     pooling = None if args.pooling == "none" else args.pooling
-    output = args.output if args.output.endswith(".npz") else args.output + ".npz"
+    # The codes go exactly to ``output``: ``-o codes`` writes ``codes.npz`` (as
+    # np.savez would name it), any other name is kept as given.
+    output = args.output
+    if not output.lower().endswith(".npz"):
+        output += ".npz"
     if not Path(output).resolve().parent.is_dir():
         raise UsageError(f"-o {args.output!r}: its folder does not exist.")
     t0 = time.perf_counter()
@@ -379,10 +384,12 @@ def cmd_extract(args):
         arrays["paths"] = np.asarray(paths, dtype=str)
     if labels is not None:
         arrays["labels"] = np.asarray([str(v) for v in labels])
-    np.savez_compressed(output, **arrays)
+    with open(output, "wb") as f:  # a file object: numpy adds no suffix
+        np.savez_compressed(f, **arrays)
     print(
         f"{desc}: {codes.shape[0]} images -> {codes.shape[1]} features in "
-        f"{time.perf_counter() - t0:.1f} s; wrote {output} ({', '.join(arrays)})"
+        f"{time.perf_counter() - t0:.1f} s; wrote {os.path.abspath(output)} "
+        f"({', '.join(arrays)})"
     )
     return 0
 

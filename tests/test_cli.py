@@ -251,3 +251,32 @@ def test_fashion_mnist_corrupt_idx_is_exit_2_naming_it(tmp_path, monkeypatch, ca
     line = _one_line(capsys)
     assert rc == 2
     assert repr(str(images)) in line and "is truncated" in line
+
+
+# ------------------------------------------- issue 20: the paths really written
+def test_outputs_report_the_paths_written(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    # compare --out / --save, relative: the messages give the absolute paths
+    rc = main(
+        ["compare", "digits", *CLI_TINY, "--per-class", "3", "--cv", "2"]
+        + ["--strategies", "pixels_logreg", "--out", "rep", "--save", "m.skt", "-q"]
+    )
+    out = capsys.readouterr().out
+    assert rc == 0
+    folder = (tmp_path / "rep").resolve()
+    assert f"wrote report.json, report.csv, report.png to {folder}\n" in out
+    assert all((folder / f).is_file() for f in ("report.json", "report.csv"))
+    assert (
+        f"saved pixels_logreg (refit on all 30 images) to {tmp_path / 'm.skt'};" in out
+    )
+    assert (tmp_path / "m.skt").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.skt", "rep"]
+    # extract -o: "codes" gets numpy's .npz; any other name is kept as given
+    for given, written in [("codes", "codes.npz"), ("codes.NPZ", "codes.NPZ")]:
+        rc = main(["extract", "digits", *CLI_TINY, "--per-class", "2", "-o", given])
+        out = capsys.readouterr().out
+        assert rc == 0
+        assert f"wrote {tmp_path / written} (codes, " in out
+        with np.load(tmp_path / written) as z:
+            assert z["codes"].shape[0] == 20
+    assert not (tmp_path / "codes.NPZ.npz").exists()

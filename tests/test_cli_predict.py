@@ -382,3 +382,15 @@ def test_predict_one_corrupt_image_is_exit_2_naming_it(
     assert rc == 2, line
     assert repr(str(bad)) in line and "cannot read image file" in line
     assert not csv_path.exists()
+
+
+def test_predict_reports_the_csv_it_wrote(
+    folders, saved_model, tmp_path, monkeypatch, capsys
+):
+    root, expected = folders
+    model, _ = saved_model
+    monkeypatch.chdir(tmp_path)
+    rc = main(["predict", str(model), expected[0], "--out", "preds.csv"])
+    assert rc == 0
+    assert f"wrote {tmp_path.resolve() / 'preds.csv'}\n" in capsys.readouterr().out
+    assert (tmp_path / "preds.csv").read_text().startswith("path,label")
