@@ -12,7 +12,9 @@
 named dataset: ``fashion-mnist-sample`` (bundled), ``fashion-mnist`` (local IDX
 files), ``digits`` (scikit-learn's 8x8 digits); ``extract`` also takes a flat folder
 of images. ``python -m sktransfer`` is the same program. Problems with the input end
-in one line on stderr and exit code 2.
+in one line on stderr and exit code 2: every argument is checked before any data is
+read or any network runs (bad values, unknown model / weights / layer names,
+output paths that cannot be written), and an image that cannot be decoded is named.
 
 Only the standard library is imported at module level: ``--help`` answers without
 importing numpy, torch or scikit-learn.
@@ -33,6 +35,24 @@ NAMED_DATASETS = ("fashion-mnist-sample", "fashion-mnist", "digits")
 
 class UsageError(Exception):
     """A problem with the user's input: reported in one line, exit code 2."""
+
+
+class _ArgumentError(UsageError):
+    """An argparse error; ``prog`` is the (sub)command it belongs to."""
+
+    def __init__(self, message, prog):
+        super().__init__(message)
+        self.prog = prog
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors that ``main`` reports and returns 2 for.
+
+    argparse itself prints the whole usage, then the error, and exits.
+    """
+
+    def error(self, message):
+        raise _ArgumentError(message, self.prog)
 
 
 # ------------------------------------------------------------------------ data
@@ -226,6 +246,199 @@ def _check_n_jobs(n_jobs):
         )
 
 
+# ------------------------------------------------------------- argument checks
+# Each runs before any data is read or any network built or loaded.
+def _check_backbone(model, weights):
+    """``--model`` names one backbone and ``--weights`` weights it takes.
+
+    Checked against the loader's names (offline backbones, timm, torchvision)
+    without building a network; an unknown name gets the loader's own message.
+    ``weights`` is the value ``_weights`` made of ``--weights``.
+    """
+    import re
+
+    from ._backbones import (
+        _PRETRAINED_ALIASES,
+        _SHIPPED,
+        _is_path_like,
+        _torchvision_names,
+        _torchvision_weights,
+        load_backbone,
+    )
+
+    names = [m for m in re.split(r"[,;\s]+", model) if m]
+    if len(names) > 1:
+        raise UsageError(
+            f"--model {model!r} names {len(names)} backbones ({', '.join(names)}); "
+            f"one backbone per run is supported for now: run the command once per "
+            f"model."
+        )
+    if not names:
+        raise UsageError("--model is empty; name a backbone, e.g. efficientnet_lite0.")
+    is_file = weights is not None and _is_path_like(weights)
+    if is_file and not Path(weights).is_file():
+        raise UsageError(
+            f"--weights {weights!r}: no such file (expected imagenet, none, or a "
+            f".pt / .pth / .safetensors state-dict file)."
+        )
+    named = weights is not None and not is_file  # "imagenet", a torchvision enum
+    if model.startswith("timm/"):
+        import timm
+
+        known = timm.is_model(model[len("timm/") :].split(".")[0])
+    else:
+        known = model in _SHIPPED or model in _torchvision_names()
+    if not known:
+        try:
+            # A name the loader does not know fails before anything is built,
+            # with the loader's own message (close matches, valid choices).
+            load_backbone(model, None)
+        except (ValueError, TypeError) as exc:
+            raise UsageError(f"--model: {exc}") from None
+        return  # the loader knows a name this check does not: let it be
+    if not named:
+        return
+    if model in _SHIPPED or model.startswith("timm/"):
+        if weights.lower() not in _PRETRAINED_ALIASES:
+            raise UsageError(
+                f"--weights {weights!r} is not known for {model!r}: use imagenet, "
+                f"none or a state-dict file."
+            )
+        if model in _SHIPPED:
+            try:
+                _SHIPPED[model][1]()  # the shipped weights file: its package exists
+            except ImportError as exc:
+                raise UsageError(str(exc)) from None
+        return
+    try:
+        _torchvision_weights(model, weights)
+    except ValueError as exc:
+        raise UsageError(f"--weights: {exc}") from None
+
+
+def _check_layers(model, layer):
+    """``--layer`` names modules of the backbone (its architecture, no weights)."""
+    from ._backbones import load_backbone
+    from ._extractor import _resolve_layers
+
+    net, _ = load_backbone(model, None)
+    try:
+        _resolve_layers(net, layer)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"--layer: {exc}") from None
+
+
+def _check_runtime(args, engine=True):
+    """``--device`` / ``--precision`` / ``--engine``: valid here (e.g. CUDA present)."""
+    import warnings
+
+    from ._runtime import resolve_device, resolve_policy
+
+    try:
+        device = resolve_device(args.device or "auto")
+    except ValueError as exc:
+        raise UsageError(f"--device: {exc}") from None
+    try:
+        with warnings.catch_warnings():  # a warning comes again from the real run
+            warnings.simplefilter("ignore")
+            resolve_policy(
+                device,
+                args.precision or "auto",
+                (args.engine or "auto") if engine else "auto",
+            )
+    except ValueError as exc:
+        raise UsageError(f"--precision / --engine: {exc}") from None
+
+
+def _check_output_file(flag, path):
+    """A file the command writes: not a folder; its folder exists, writable."""
+    if not str(path).strip():
+        raise UsageError(f"{flag} is empty; name the file to write.")
+    p = Path(path)
+    if p.is_dir() or str(path).endswith(("/", os.sep)):
+        raise UsageError(f"{flag} {str(path)!r} is a folder; name a file to write.")
+    folder = p.resolve().parent
+    if not folder.is_dir():
+        raise UsageError(
+            f"{flag} {str(path)!r}: folder {str(folder)!r} does not exist."
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"{flag} {str(path)!r}: folder {str(folder)!r} is not writable."
+        )
+    if p.exists() and not os.access(p, os.W_OK):
+        raise UsageError(f"{flag} {str(path)!r}: the file exists and is not writable.")
+
+
+def _check_output_folder(flag, path):
+    """A folder the command creates (with its parents) or writes into."""
+    if not str(path).strip():
+        raise UsageError(f"{flag} is empty; name the folder to write.")
+    p = Path(path).absolute()
+    if p.exists() and not p.is_dir():
+        raise UsageError(f"{flag} {str(path)!r} is a file, not a folder.")
+    existing = p
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(
+            f"{flag} {str(path)!r}: {str(existing)!r} is a file, not a folder."
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UsageError(
+            f"{flag} {str(path)!r}: folder {str(existing)!r} is not writable."
+        )
+
+
+# compare_strategies' parameters -> the options that set them
+_COMPARE_OPTIONS = {
+    "model": "--model",
+    "strategies": "--strategies",
+    "cv": "--cv",
+    "n_jobs": "--n-jobs",
+    "random_state": "--seed",
+    "input_size": "--input-size",
+    "time_budget": "--time-budget",
+    "device": "--device",
+    "precision": "--precision",
+}
+
+
+def _check_compare_params(compare_strategies, params):
+    """``params`` against compare_strategies' own constraints, before any work.
+
+    Reuses the constraints its ``validate_params`` decorator holds (sklearn's
+    wrapper keeps them in its closure), so the command line accepts exactly what
+    the function does. Without them (another scikit-learn), compare_strategies
+    still checks its parameters itself, later.
+    """
+    import inspect
+
+    from sklearn.utils._param_validation import (
+        InvalidParameterError,
+        validate_parameter_constraints,
+    )
+
+    try:
+        constraints = inspect.getclosurevars(compare_strategies).nonlocals.get(
+            "parameter_constraints"
+        )
+    except (TypeError, ValueError):  # pragma: no cover - not a closure any more
+        constraints = None
+    if not isinstance(constraints, dict):  # pragma: no cover
+        return
+    for name, value in params.items():
+        if name not in constraints:
+            continue
+        try:
+            validate_parameter_constraints(
+                {name: constraints[name]}, {name: value}, "compare_strategies"
+            )
+        except InvalidParameterError as exc:
+            option = _COMPARE_OPTIONS.get(name, name)
+            raise UsageError(f"{option} {value!r}: {exc}") from None
+
+
 # -------------------------------------------------------------------- commands
 def cmd_compare(args):
     import inspect
@@ -234,16 +447,16 @@ def cmd_compare(args):
 
     from .model_selection import compare_strategies, parse_strategies
 
+    # Every option is checked before the data is read or a network is built.
     _check_n_jobs(args.n_jobs)
     try:
         strategies = parse_strategies(args.strategies or "auto")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    _check_output_folder("--out", args.out)
     save = Path(args.save) if args.save else None
-    if save is not None and not save.parent.is_dir():
-        raise UsageError(
-            f"--save {args.save!r}: folder {str(save.parent)!r} does not exist."
-        )
+    if save is not None:
+        _check_output_file("--save", args.save)
     # Runtime options reach compare_strategies when it has such parameters.
     accepted = inspect.signature(compare_strategies).parameters
     runtime = {}
@@ -262,6 +475,21 @@ def cmd_compare(args):
                 f"--{key.replace('_', '-')} is not supported by `sktransfer compare` "
                 f"in this version; it applies to `extract` and `predict`."
             )
+    weights = _weights(args.weights)
+    _check_compare_params(
+        compare_strategies,
+        {
+            "model": args.model,
+            "cv": args.cv,
+            "n_jobs": args.n_jobs,
+            "random_state": args.seed,
+            "input_size": args.input_size,
+            "time_budget": args.time_budget,
+            **runtime,
+        },
+    )
+    _check_backbone(args.model, weights)
+    _check_runtime(args, engine=False)
     # decode=True: a strategy that fails on a file is a result, not an error
     X, y, desc = load_data(
         args.data, per_class=args.per_class, seed=args.seed, decode=True
@@ -276,7 +504,7 @@ def cmd_compare(args):
         X,
         y,
         model=args.model,
-        weights=_weights(args.weights),
+        weights=weights,
         strategies=strategies,
         cv=args.cv,
         n_jobs=args.n_jobs,
@@ -332,6 +560,22 @@ def cmd_extract(args):
 
     from ._extractor import CNNFeatureExtractor
 
+    # Every option is checked before the data is read or a network is built.
+    # The codes go exactly to ``output``: ``-o codes`` writes ``codes.npz`` (as
+    # np.savez would name it), any other name is kept as given.
+    _check_output_file("-o", args.output)  # not a folder ("codes" + ".npz" would be)
+    output = args.output
+    if not output.lower().endswith(".npz"):
+        output += ".npz"
+    _check_output_file("-o", output)
+    weights = _weights(args.weights)
+    _check_backbone(args.model, weights)
+    layer = args.layer
+    if layer is not None and "," in layer:
+        layer = [s.strip() for s in layer.split(",")]
+    if layer is not None:
+        _check_layers(args.model, layer)
+    _check_runtime(args)
     paths = labels = None
     data = Path(args.data)
     if data.is_dir() and any(
@@ -353,21 +597,11 @@ def cmd_extract(args):
         X, labels, desc = load_data(args.data, per_class=args.per_class, seed=args.seed)
         if isinstance(X, np.ndarray) and X.dtype == object:
             paths = [str(p) for p in X]
-    layer = args.layer
-    if layer is not None and "," in layer:
-        layer = [s.strip() for s in layer.split(",")]
     pooling = None if args.pooling == "none" else args.pooling
-    # The codes go exactly to ``output``: ``-o codes`` writes ``codes.npz`` (as
-    # np.savez would name it), any other name is kept as given.
-    output = args.output
-    if not output.lower().endswith(".npz"):
-        output += ".npz"
-    if not Path(output).resolve().parent.is_dir():
-        raise UsageError(f"-o {args.output!r}: its folder does not exist.")
     t0 = time.perf_counter()
     ext = CNNFeatureExtractor(
         model=args.model,
-        weights=_weights(args.weights),
+        weights=weights,
         layer=layer,
         pooling=pooling,
         input_size=args.input_size,
@@ -402,6 +636,10 @@ def cmd_predict(args):
 
     from ._persistence import _load
 
+    # Every option is checked before a model is loaded or an image decoded.
+    if args.out:
+        _check_output_file("--out", args.out)
+    _check_runtime(args)
     files = collect_images(args.inputs)
     if not Path(args.model).is_file():
         raise UsageError(
@@ -564,7 +802,12 @@ def _add_data_args(p):
         metavar="S",
         help="resize images to SxS for the backbone (default: the weights' own size)",
     )
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument(
+        "--seed",
+        type=_int_at_least(0),
+        default=0,
+        help="random seed, >= 0 (default: 0)",
+    )
     p.add_argument("-q", "--quiet", action="store_true", help="no progress display")
 
 
@@ -625,7 +868,7 @@ def build_parser():
     """The argparse parser of the ``sktransfer`` command."""
     from . import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sktransfer",
         description="Transfer learning with pretrained CNNs, the scikit-learn way.",
     )
@@ -645,10 +888,10 @@ def build_parser():
     _add_data_args(p)
     p.add_argument(
         "--cv",
-        type=_positive_int,
+        type=int,  # >= 2: compare_strategies' own constraint, checked up front
         default=5,
         metavar="K",
-        help="number of folds (default: %(default)s)",
+        help="number of folds, >= 2 (default: %(default)s)",
     )
     p.add_argument(
         "--strategies",
@@ -754,7 +997,11 @@ def build_parser():
 def main(argv=None):
     """Run ``sktransfer`` / ``python -m sktransfer``; returns the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _ArgumentError as exc:
+        print(f"{exc.prog}: error: {exc} (see `{exc.prog} --help`)", file=sys.stderr)
+        return 2
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 2

@@ -1,6 +1,7 @@
 """The sktransfer command line, end to end on a small mixed-format image folder."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -280,3 +281,95 @@ def test_outputs_report_the_paths_written(tmp_path, monkeypatch, capsys):
         with np.load(tmp_path / written) as z:
             assert z["codes"].shape[0] == 20
     assert not (tmp_path / "codes.NPZ.npz").exists()
+
+
+# ----------------------------- issue 20: every option checked before any work
+@pytest.fixture
+def no_work(monkeypatch):
+    """Reading data or image files fails the test: options come first."""
+    import sktransfer.cli as cli
+
+    def started(*args, **kwargs):
+        raise AssertionError("the command read its data before checking options")
+
+    for name in ("load_data", "collect_images", "_check_folder_images"):
+        monkeypatch.setattr(cli, name, started)
+
+
+BAD_OPTIONS = [
+    # compare
+    (["compare", "D", "--cv", "1"], "--cv 1: The 'cv' parameter"),
+    (["compare", "D", "--cv", "two"], "argument --cv: invalid int value: 'two'"),
+    (["compare", "D", "--model", "a,b"], "--model 'a,b' names 2 backbones"),
+    (["compare", "D", "--model", "nonet"], "unknown model 'nonet'"),
+    (["compare", "D", "--model", "timm/nonet"], "unknown timm model 'nonet'"),
+    (["compare", "D", *CLI_TINY[:2], "--weights", "/no/w.pt"], "'/no/w.pt': no such"),
+    (["compare", "D", "--time-budget", "-1"], "--time-budget -1.0: The 'time_b"),
+    (["compare", "D", "--seed", "-1"], "argument --seed: '-1' must be >= 0"),
+    (["compare", "D", "--seed", "9" * 12], "--seed 999999999999: The 'random_s"),
+    (["compare", "D", "--per-class", "0"], "argument --per-class: '0' must be"),
+    (["compare", "D", "--input-size", "0"], "argument --input-size: '0' must be"),
+    (["compare", "D", "--out", "FILE"], "--out 'FILE' is a file, not a folder"),
+    (["compare", "D", "--out", "FILE/sub"], "'FILE' is a file, not a folder"),
+    (["compare", "D", "--out", "RO/report"], "folder 'RO' is not writable"),
+    (["compare", "D", "--save", "TMP"], "--save 'TMP' is a folder"),
+    (["compare", "D", "--save", "RO/m.skt"], "folder 'RO' is not writable"),
+    (["compare", "D", "--device", "gpu"], "--device: device must be"),
+    (["compare", "D", "--precision", "fp16"], "'fp16' needs a CUDA device"),
+    (["compare", "D", "--bogus"], "unrecognized arguments: --bogus"),
+    # extract
+    (["extract", "D", "-o", "X", "--layer", "blocks.1,nope"], "unknown layer 'nope'"),
+    (["extract", "D", "-o", "X", "--pooling", "sum"], "argument --pooling: invalid"),
+    (["extract", "D", "-o", "X", "--batch-size", "-1"], "argument --batch-size"),
+    (["extract", "D", "-o", "X", "--num-workers", "-1"], "argument --num-workers"),
+    (["extract", "D", "-o", "X", "--model", "m1 m2"], "names 2 backbones (m1, m2)"),
+    (["extract", "D", "-o", "TMP"], "-o 'TMP' is a folder"),
+    (["extract", "D", "-o", "/no/such/x.npz"], "folder '/no/such' does not exist"),
+    (["extract", "D", "-o", "RO/x.npz"], "folder 'RO' is not writable"),
+    (["extract", "D"], "the following arguments are required: -o/--output"),
+    # predict
+    (["predict", "M", "D", "--batch-size", "0"], "argument --batch-size: '0' must"),
+    (["predict", "M", "D", "--out", "/no/such/p.csv"], "folder '/no/such' does not"),
+    (["predict", "M", "D", "--out", "TMP"], "--out 'TMP' is a folder"),
+    (["predict", "M", "D", "--out", "RO/p.csv"], "folder 'RO' is not writable"),
+    (["predict", "M", "D", "--device", "cuda:x"], "got 'cuda:x'"),
+]
+
+
+@pytest.mark.parametrize(
+    "argv, message", BAD_OPTIONS, ids=[" ".join(argv) for argv, _ in BAD_OPTIONS]
+)
+def test_bad_option_is_one_line_exit_2_before_any_work(
+    argv, message, tmp_path, no_work, monkeypatch, capsys
+):
+    import os
+
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "ro").mkdir()
+    real_access = os.access
+    # a read-only folder, also for root (who may write anywhere)
+    monkeypatch.setattr(
+        os,
+        "access",
+        lambda p, mode, **kw: os.path.basename(p) != "ro" and real_access(p, mode),
+    )
+    subs = {
+        "D": str(tmp_path),
+        "M": str(tmp_path / "m.skt"),
+        "X": str(tmp_path / "x.npz"),
+        "TMP": str(tmp_path),
+        "FILE": str(tmp_path / "file.txt"),
+        "RO": str(tmp_path / "ro"),
+    }
+
+    def sub(text):
+        head, sep, rest = text.partition("/")
+        return subs[head] + sep + rest if head in subs else text
+
+    # the tiny backbone first: options given by the case come later and win
+    defaults = CLI_TINY if argv[0] != "predict" else []
+    argv = [argv[0], *defaults, *map(sub, argv[1:])]
+    message = re.sub(r"'([A-Z]+)", lambda m: "'" + sub(m.group(1)), message)
+    assert main(argv) == 2
+    line = _one_line(capsys)
+    assert message in line, line
