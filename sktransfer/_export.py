@@ -41,7 +41,13 @@ from pathlib import Path
 import numpy as np
 from onnx import TensorProto, helper
 
-from ._onnx_graph import HEADS, Graph, convert_sklearn_steps, softmax_outputs
+from ._onnx_graph import (
+    HEADS,
+    Graph,
+    convert_sklearn_steps,
+    sigmoid_outputs,
+    softmax_outputs,
+)
 
 __all__ = ["export_model_file", "export_onnx"]
 
@@ -201,9 +207,9 @@ def _finetuned_classifier(est):
         module=module,
         preprocessing=est.preprocessing_,
         digest=lambda: state_digest(module),
-        # what FineTunedClassifier's predict engine calls it: the same graph
-        what=f"fine-tuned {type(module.head).__name__} logits",
-        rule="softmax",
+        # what the estimator's predict engine calls it: the same cached graph
+        what=f"fine-tuned {type(module.head).__name__} outputs",
+        rule="sigmoid" if est._multilabel else "softmax",
         classes=est.classes_,
     )
 
@@ -216,6 +222,7 @@ _NETWORKS = {"FineTunedClassifier": _finetuned_classifier}
 #: outputs, network) -> (reference, outputs)``.
 _OUTPUT_RULES = {
     "softmax": lambda g, y, net: softmax_outputs(g, y, net.classes, TensorProto.FLOAT),
+    "sigmoid": lambda g, y, net: sigmoid_outputs(g, y),
 }
 
 
@@ -339,9 +346,10 @@ def _preprocessing_record(fitted, p):
 
 
 _OUTPUT_DOCS = {
-    "label": "predicted label of each image (predict)",
+    "label": "predicted label of each image (predict); for a multi-label model "
+    "a 0/1 indicator per label",
     "probabilities": "class probabilities, columns in the order of classes "
-    "(predict_proba)",
+    "(predict_proba); for a multi-label model each label's probability",
     "decision": "decision values (decision_function; (batch,) for two classes: "
     "the score of classes[1])",
     "values": "predicted values (predict)",
@@ -480,11 +488,14 @@ def _check(model, fitted, probe, resized, reference):
             if hasattr(fitted, "decision_function")
             else expected
         )
-        clear = _margins(scores) >= TOLERANCE
+        if labels.ndim == 2:  # multi-label indicators: a near-tie per element
+            clear = np.abs(np.asarray(scores, np.float64)) >= TOLERANCE
+        else:
+            clear = _margins(scores) >= TOLERANCE
         differ = clear & (np.asarray(got["label"]) != labels)
         record["labels_compared"] = int(clear.sum())
         if differ.any():
-            i = int(np.flatnonzero(differ)[0])
+            i = int(np.flatnonzero(differ.reshape(len(differ), -1).any(1))[0])
             problems.append(
                 f"{int(differ.sum())} labels differ from predict away from ties, "
                 f"e.g. image {i}: {got['label'][i]!r} vs {labels[i]!r}"
@@ -526,7 +537,7 @@ def export_onnx(fitted, path, *, probe=None):
           :class:`~sktransfer.CosineSoftmaxClassifier` (after optional
           scikit-learn transformers); or no step after it (the file outputs
           the features);
-        * a :class:`~sktransfer.FineTunedClassifier`;
+        * a :class:`~sktransfer.FineTunedClassifier`, single- or multi-label;
         * a bare extractor or FeatureUnion of extractors.
     path : str or path-like
         Where to write the file (replaced atomically).

@@ -10,7 +10,8 @@ this module writes ONNX for its parts:
 * :data:`HEADS` -- the few-shot heads, written here node by node (the
   arithmetic of :mod:`sktransfer._heads`, in float64 as the estimators compute
   it);
-* :func:`softmax_outputs` -- ``label`` and ``probabilities`` from logits.
+* :func:`softmax_outputs` / :func:`sigmoid_outputs` -- ``label`` and
+  ``probabilities`` from logits (single-label / multi-label).
 
 Each head returns ``(reference, outputs)``: the name of the estimator's method
 the export check compares with (``"probabilities"`` for ``predict_proba``,
@@ -25,7 +26,13 @@ import warnings
 import numpy as np
 from onnx import TensorProto, compose, helper, numpy_helper
 
-__all__ = ["HEADS", "Graph", "convert_sklearn_steps", "softmax_outputs"]
+__all__ = [
+    "HEADS",
+    "Graph",
+    "convert_sklearn_steps",
+    "sigmoid_outputs",
+    "softmax_outputs",
+]
 
 
 class Graph:
@@ -131,6 +138,19 @@ def softmax_outputs(g, logits, classes, dtype):
     return "probabilities", [
         ("label", label, label_type, ["batch"]),
         ("probabilities", proba, TensorProto.FLOAT, ["batch", k]),
+    ]
+
+
+def sigmoid_outputs(g, logits):
+    """Multi-label outputs of ``(n, k)`` logits: ``label``, a 0/1 indicator per
+    label (a logit above 0, as ``predict``), and ``probabilities``, each
+    label's sigmoid."""
+    zero = g.const("zero", np.float32(0.0))
+    label = g.op("Cast", g.op("Greater", logits, zero), to=TensorProto.INT64)
+    proba = g.op("Sigmoid", logits)
+    return "probabilities", [
+        ("label", label, TensorProto.INT64, ["batch", None]),
+        ("probabilities", proba, TensorProto.FLOAT, ["batch", None]),
     ]
 
 

@@ -239,6 +239,17 @@ def test_finetuned_classifier_round_trip(tmp_path):
     ]
 
 
+def test_multilabel_finetuned_classifier_round_trip(tmp_path):
+    X, y = bands(24, n_classes=3, size=24)
+    Y = np.stack([y == 0, y != 1, y == 2], axis=1).astype(int)
+    clf = FineTunedClassifier(**FT_TINY).fit(X, Y)
+    out = serve(export_onnx(clf, tmp_path / "ml.onnx"), X, tmp_path)
+    assert_close_paths(out["probabilities"], clf.predict_proba(X))
+    logits = clf.decision_function(X)
+    clear = np.abs(logits) > 2e-5 * np.abs(logits).max()  # not a near-tie
+    np.testing.assert_array_equal(out["label"][clear], clf.predict(X)[clear])
+
+
 # ------------------------------------------------------------- the client
 @pytest.mark.parametrize("resize", ["squash", "crop"])
 def test_client_labels_files_as_predict_does(resize, data, tmp_path):
