@@ -13,6 +13,7 @@ _LAZY = {
     "CNNFeatureExtractor": "._extractor",
     "CosineSoftmaxClassifier": "._fewshot",
     "FineTunedClassifier": "._finetune",
+    "FineTunedRegressor": "._regressor",
     "Preprocessing": "._backbones",
     "PrototypeClassifier": "._fewshot",
     "StrategyReport": "._compare",

@@ -319,12 +319,12 @@ class FineTunedClassifier(ClassifierMixin, BaseFineTuned):
         return encoder.transform(y).astype(np.int64), len(self.classes_)
 
     def _encode_indicator(self, y):
-        if type_of_target(y) != "multilabel-indicator":
+        if type_of_target(y) != "multilabel-indicator" or not np.isin(y, (0, 1)).all():
             raise ValueError(
                 f"a 2-D y is read as a multi-label indicator matrix and must hold "
                 f"0 and 1 only (scikit-learn's multilabel-indicator), got "
-                f"{type_of_target(y)!r} targets. Pass one label per image as a "
-                f"1-D array, or binarize the labels with "
+                f"{type_of_target(y)!r} targets with values {np.unique(y)[:5]}. "
+                f"Pass one label per image as a 1-D array, or binarize the labels with "
                 f"sklearn.preprocessing.MultiLabelBinarizer."
             )
         if self.monitor == "valid_acc":

@@ -72,6 +72,7 @@ from ._training import (
     export_state,
     frozen_features,
     make_loader,
+    recalibrate_bn,
     resolve_train_layers,
 )
 
@@ -144,6 +145,8 @@ class BaseFineTuned(DocLinkMixin, _ImageEstimatorMixin, BaseEstimator):
     # Inits computed from frozen features by _start_head (the others are
     # drawn when the head is built).
     _head_inits = ()
+    _auto_augment = AUTO_AUGMENT  # what augment="auto" is
+    _exact_bn_head_start = False  # see _init_head
 
     # ---------------------------------------------------------------- fitting
     @_fit_context(prefer_skip_nested_validation=True)
@@ -218,7 +221,7 @@ class BaseFineTuned(DocLinkMixin, _ImageEstimatorMixin, BaseEstimator):
             # frozen part stays what the cache computed (fp32 on the CPU)
             config = config.with_policy(runtime, cached=True)
         self.policy_ = plan.report(cache_note, _precision_policy(config, runtime))
-        self._init_head(module, data, device, y, weight, plan.head_init)
+        self._init_head(module, data, config, device, y, weight, plan.head_init)
         net, best = train(self, module, data, config, seed, rng, device)
         if data.acts is not None:
             self._derived()["stores"] = data.acts.shortcuts()
@@ -238,7 +241,7 @@ class BaseFineTuned(DocLinkMixin, _ImageEstimatorMixin, BaseEstimator):
         for name, param in module.body.named_parameters():
             param.requires_grad_(name in trainable)
         self._warn_idle_drop_path(drop_sites, trainable, train_layers)
-        augment = AUTO_AUGMENT if self.augment == "auto" else self.augment
+        augment = self._auto_augment if self.augment == "auto" else self.augment
         views = AUTO_VIEWS if self.augment_views == "auto" else self.augment_views
         return FitPlan(
             train_layers=train_layers,
@@ -389,10 +392,21 @@ class BaseFineTuned(DocLinkMixin, _ImageEstimatorMixin, BaseEstimator):
         )
         return data, note
 
-    def _init_head(self, module, data, device, y, weight, init):
-        """A head init of ``_head_inits``: the head from frozen features."""
+    def _init_head(self, module, data, config, device, y, weight, init):
+        """A head init of ``_head_inits``: the head from frozen features.
+
+        With ``_exact_bn_head_start``, the trained BatchNorms first get the
+        training images' exact statistics (what the model predicts with at the
+        end): a linear head on values is not invariant to the shift that
+        stale statistics put into the features, as a cosine head on
+        directions nearly is.
+        """
         if init not in self._head_inits:
             return
+        if self._exact_bn_head_start:
+            recalibrate_bn(
+                module, data.plain, device, module.trained_bns(config.trainable)
+            )
         stored = getattr(data.train, "head_rows", None)
         if stored is not None:  # the frozen body's outputs, already stored
             feats = torch.stack([stored.get(i, 0) for i in data.train_idx]).flatten(1)
