@@ -4,9 +4,8 @@ A one-off check, not a test: it fits ``FineTunedClassifier`` in fp32 (pinned,
 with one torch thread, the CPU kind forced to one without bf16 rules) on 12
 configurations (two backbones) that walk every branch of the fit -- the
 activation cache with and without views, no cache, head-only epochs, early
-stopping, BatchNorm
-modes, weights, drop path, L1, SGD, the linear-probe head -- and hashes the
-fitted weights, the logits and the logits after ``save`` / ``load``.
+stopping, BatchNorm modes, weights, drop path, L1, SGD, the linear-probe head
+-- and hashes the fitted weights, the logits and the logits after ``save`` / ``load``.
 
 Run ``python benchmarks/refactor_identity.py --record`` on the code before the
 refactor (writes ``benchmarks/results/refactor_identity.json``), then

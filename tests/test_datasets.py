@@ -172,3 +172,29 @@ def test_full_loader_rejects_mismatched_files(tmp_path):
     _write_test_files(tmp_path, labels=[1, 2, 10])
     with pytest.raises(ValueError, match="holds label 10; labels are 0-9"):
         load_fashion_mnist(subset="test", data_home=tmp_path)
+
+
+def test_task_makers_build_what_their_targets_say():
+    from sktransfer.datasets import make_mosaics, make_rotated
+
+    rng = np.random.default_rng(0)
+    tiles = rng.integers(1, 256, size=(40, 28, 28), dtype=np.uint8)  # never black
+    labels = np.arange(40) % 5
+    X, angles = make_rotated(tiles, 12, max_angle=30, random_state=0)
+    assert X.shape == (12, 56, 56, 3) and X.dtype == np.uint8
+    assert np.abs(angles).max() <= 30 and len(np.unique(angles)) == 12
+    X, counts = make_mosaics(tiles, labels, 20, random_state=0)
+    cells = X[:, :, :, 0].reshape(20, 2, 28, 2, 28).max(axis=(2, 4))
+    np.testing.assert_array_equal((cells > 0).sum(axis=(1, 2)), counts)
+    X, Y = make_mosaics(tiles, labels, 20, target="tags", random_state=0)
+    assert Y.shape == (20, 5) and set(np.unique(Y)) <= {0, 1}
+    assert ((Y.sum(1) >= 1) & (Y.sum(1) <= 3)).all()
+    for i in range(20):  # every tile in the mosaic is of a class marked present
+        for r in range(2):
+            for c in range(2):
+                tile = X[i, 28 * r : 28 * r + 28, 28 * c : 28 * c + 28, 0]
+                if tile.any():
+                    k = [j for j in range(40) if np.array_equal(tiles[j], tile)]
+                    assert Y[i, labels[k[0]]] == 1
+    with pytest.raises(ValueError, match="uint8"):
+        make_rotated(tiles.astype(float), 2)
