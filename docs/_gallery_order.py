@@ -24,6 +24,12 @@ ORDER = [
     "plot_initialization.py",
     "plot_layer_convergence.py",
     "plot_autoencoder_pretraining.py",
+    # 5. deployment
+    "plot_export_onnx.py",
+    "onnx_client.py",
+    # 6. targets
+    "plot_regression.py",
+    "plot_multilabel.py",
 ]
 
 

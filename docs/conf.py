@@ -90,6 +90,8 @@ sphinx_gallery_conf = {
         "../examples/finetuning",
         "../examples/fewshot",
         "../examples/experiments",
+        "../examples/deployment",
+        "../examples/targets",
     ],
     "within_subsection_order": "_gallery_order.LearningOrder",
     "download_all_examples": False,
@@ -170,6 +172,7 @@ API_SECTIONS = [
             ("sktransfer.model_selection", None),
         ],
     ),
+    ("Deployment", [("sktransfer", ["export_onnx"])]),
     ("Callbacks", [("sktransfer.callbacks", None)]),
     ("Datasets", [("sktransfer.datasets", None)]),
 ]

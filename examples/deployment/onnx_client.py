@@ -17,11 +17,12 @@ to RGB, then resized in uint8 by PIL with the model's interpolation
 ``input_size / crop_pct``, then the centre), grayscale repeated to three
 channels. The exported file does the rest (normalization, network, head).
 
-sktransfer resizes images that are *smaller* than the input size in both axes
+sktransfer enlarges images that are *smaller* than the input size in both axes
 in float (torch, antialiased) rather than in uint8; for those, this client's
-uint8 resize differs by rounding (at most 1/255 per pixel) and probabilities
-can differ by about 1e-3. 16-bit and float images are converted to 8-bit RGB
-by PIL here.
+pixels differ by rounding (at most 1/255), which some networks amplify: fit the
+model on images resized by ``resize_image`` so that training and serving
+see the same pixels. 16-bit and float images are converted to 8-bit by PIL
+here.
 """
 
 from __future__ import annotations
