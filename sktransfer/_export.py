@@ -23,10 +23,11 @@ probe batch and its outputs are compared with the estimator's own; a mismatch
 is an error.
 
 A new estimator kind is one entry: an image estimator that is one torch
-network (a fine-tuned regressor, a multi-label classifier) in
-:data:`_NETWORKS`, with a new output rule in :data:`_OUTPUT_RULES` if its
-outputs are neither softmax probabilities nor values; a new head on features in
-:data:`HEADS`.
+network (``FineTunedRegressor``, next) in :data:`_NETWORKS`, with a new output
+rule in :data:`_OUTPUT_RULES` when its outputs are not the softmax / sigmoid of
+the network's; a new head on features in :data:`HEADS`.
+:func:`export_model_file` is what the command line's ``sktransfer export MODEL
+OUT.onnx`` calls.
 """
 
 from __future__ import annotations

@@ -310,6 +310,21 @@ def test_metadata_says_how_to_feed_the_file(data, extractor, tmp_path):
     assert [d.dim_param or d.dim_value for d in dims] == ["batch", 32, 32, 3]
 
 
+def test_model_file_exports_for_the_command_line(data, extractor, tmp_path):
+    """``export_model_file``: what ``sktransfer export MODEL OUT.onnx`` runs."""
+    import sktransfer
+    from sktransfer._export import export_model_file
+
+    _, labels, _, X_new = data
+    ext, Z = extractor
+    pipe = Pipeline([("cnn", ext), ("head", LogisticRegression().fit(Z, labels))])
+    model = sktransfer.save(pipe, tmp_path / "model.skt")
+    line = export_model_file(model, tmp_path / "model.onnx")
+    assert "model.onnx" in line and "probabilities" in line
+    out = serve(tmp_path / "model.onnx", X_new, tmp_path)
+    assert_close_paths(out["probabilities"], pipe.predict_proba(X_new))
+
+
 # ------------------------------------------------------------------ errors
 class _Odd(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
