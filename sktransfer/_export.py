@@ -504,9 +504,11 @@ def _check(model, fitted, probe, resized, reference):
     if problems:
         raise RuntimeError(
             f"the exported file disagrees with the estimator on the probe batch: "
-            f"{'; '.join(problems)}. Nothing was written. (A precision other than "
-            f"fp32, or a step whose skl2onnx converter does not reproduce it, "
-            f"does this.)"
+            f"{'; '.join(problems)}. Nothing was written. (The file computes in "
+            f"float32: a model that predicts in bf16 or on CUDA differs, so set "
+            f"device='cpu', precision='fp32' on its extractors before exporting; "
+            f"a skl2onnx converter that does not reproduce its step does this "
+            f"too.)"
         )
     return record
 
