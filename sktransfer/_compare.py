@@ -5,10 +5,17 @@ to ImageNet -> CNN codes + linear classifier, earlier layer + SVM, fine-tune the
 fine-tune all). Here the rule only decides which strategies "auto" tries and in what
 order; cross-validation on the user's own images decides the winner.
 
+The targets decide the task (``target_task``, with scikit-learn's
+``type_of_target``): single labels are ranked by accuracy on stratified folds,
+real values (one or several per image) by R² on KFold, multi-label 0/1
+indicators by micro-F1 on KFold; each task has its own strategies.
+
 The registry and the parsing of names live in ``_strategies.py`` (public through
 :mod:`sktransfer.model_selection`). This module is the driver, in named steps:
 
-1. ``_check_data``: images and labels (one label per image, none missing);
+0. ``target_task``: which task the targets pose (or the caller's ``task``);
+1. ``_check_data``: images and targets (labels: one per image, none missing;
+   values: finite numbers; indicators: 0/1 columns);
 2. ``_make_splits``: the folds every strategy shares;
 3. ``_SharedInputs``: what strategies consume, computed once per run -- codes per
    ``(layer, pooling)``, pixels -- the one cache of a run;
@@ -32,13 +39,15 @@ from numbers import Integral, Real
 import numpy as np
 import torch
 from sklearn.base import clone
-from sklearn.model_selection import StratifiedKFold, check_cv, cross_validate
+from sklearn.model_selection import KFold, StratifiedKFold, check_cv, cross_validate
 from sklearn.pipeline import Pipeline
 from sklearn.utils._param_validation import (
     Interval,
     StrOptions,
     validate_params,
 )
+from sklearn.utils.multiclass import type_of_target
+from sklearn.utils.validation import check_array
 from threadpoolctl import threadpool_limits
 from torch import nn
 
@@ -49,9 +58,14 @@ from ._labels import check_no_missing_labels
 from ._report import StrategyReport
 from ._runtime import PRECISIONS, library_versions, resolve_policy
 from ._strategies import (
+    CLASSIFICATION,
     EARLIER,
+    MULTILABEL,
     PENULTIMATE,
+    REGRESSION,
     STRATEGIES,
+    TASK_SCORING,
+    TASKS,
     PixelFeatures,
     StrategyContext,
     earlier_layer,
@@ -72,6 +86,7 @@ def _log(verbose, msg):
         "model": [str, nn.Module],
         "weights": "no_validation",  # checked by the backbone loader
         "strategies": [str, list, tuple],
+        "task": [StrOptions({"auto", *TASKS})],
         "cv": ["cv_object"],
         "scoring": [str, callable, None],
         "n_jobs": [Integral, None],
@@ -92,8 +107,9 @@ def compare_strategies(
     model="efficientnet_lite0",
     weights="imagenet",
     strategies="auto",
+    task="auto",
     cv=5,
-    scoring="accuracy",
+    scoring=None,
     n_jobs=None,
     random_state=None,
     input_size=None,
@@ -110,26 +126,51 @@ def compare_strategies(
     it resembles ImageNet. This measures it: every strategy is scored on the same
     folds, and the winner is refit on all data.
 
+    The targets set the task, read with scikit-learn's ``type_of_target``
+    (``task`` overrides it), and each task has its strategies and metric:
+
+    - ``"classification"``, one label per image (``"binary"`` / ``"multiclass"``
+      targets): codes + logistic regression / SVM, few-shot heads,
+      ``FineTunedClassifier``; accuracy on stratified folds;
+    - ``"regression"``, real values (``"continuous"``, one or several columns):
+      codes + RidgeCV / SVR / kNN, earlier-layer codes + RidgeCV,
+      ``FineTunedRegressor``; R² on KFold;
+    - ``"multilabel"``, a 0/1 indicator matrix (``"multilabel-indicator"``):
+      codes and earlier-layer codes + one-vs-rest logistic regression,
+      ``FineTunedClassifier`` on the indicator; micro-F1 on KFold.
+
+    Each task has its pixel baseline (``pixels_logreg``, ``pixels_ridge``,
+    ``pixels_ovr``: a linear model on resized grayscale pixels).
+
     Parameters
     ----------
     X : images
         Anything :class:`~sktransfer.CNNFeatureExtractor` takes: arrays
         ``(n, h, w[, c])``, lists of PIL images or arrays, lists of file paths.
-    y : array-like of shape (n_samples,)
-        Class labels of any type.
+    y : array-like of shape (n_samples,) or (n_samples, n_targets)
+        Class labels of any type; real values (one column per target); or a 0/1
+        indicator matrix, one column per label.
     model, weights : backbone spec, default="efficientnet_lite0", "imagenet"
         As in :class:`~sktransfer.CNNFeatureExtractor`.
     strategies : "auto", "all", str or list of str, default="auto"
         Names from ``sktransfer.model_selection.STRATEGIES`` (a
-        comma-separated string works too); ``"auto"`` picks by data size
-        (:func:`~sktransfer.model_selection.auto_strategies`). Parsed by
-        :func:`~sktransfer.model_selection.resolve_strategies`.
+        comma-separated string works too); ``"auto"`` picks by task and data
+        size (:func:`~sktransfer.model_selection.auto_strategies`), ``"all"``
+        is every strategy of the task. Parsed by
+        :func:`~sktransfer.model_selection.resolve_strategies`; a name that
+        does not serve the task is a ``ValueError`` before any work.
+    task : {"auto", "classification", "regression", "multilabel"}, default="auto"
+        ``"auto"`` reads it from ``y`` (above). Pass ``"regression"`` for
+        integer values that ``type_of_target`` reads as classes (counts,
+        ages in years).
     cv : int or cross-validation splitter, default=5
-        An int means ``StratifiedKFold(cv, shuffle=True)`` (reduced, with a note,
-        when the smallest class has fewer images). The same folds serve every
-        strategy.
-    scoring : str or callable, default="accuracy"
-        A scikit-learn scorer (greater is better).
+        For labels an int means ``StratifiedKFold(cv, shuffle=True)`` (reduced,
+        with a note, when the smallest class has fewer images); for values and
+        multi-label indicators ``KFold(cv, shuffle=True)``. The same folds serve
+        every strategy.
+    scoring : str or callable, default=None
+        A scikit-learn scorer (greater is better); ``None`` is the task's:
+        ``"accuracy"``, ``"r2"`` or ``"f1_micro"``.
     n_jobs : int, default=None
         Parallel folds in ``cross_validate``.
     random_state : int, default=None
@@ -157,8 +198,9 @@ def compare_strategies(
     -------
     report : StrategyReport
         Ranked table with per-fold scores, ``best_name_``, ``best_estimator_``,
-        ``to_frame()``, ``plot()``, ``to_json()``. ``info_`` records the
-        device, precision, library versions and seeds.
+        ``to_frame()``, ``plot()``, ``to_json()``. ``info_`` records the task
+        and the metric ranked by (``task_`` and ``scoring_`` too), the device,
+        precision, library versions and seeds.
 
     Notes
     -----
@@ -173,32 +215,36 @@ def compare_strategies(
     >>> X, y = load_fashion_mnist_sample(return_X_y=True)
     >>> report = compare_strategies(X, y, input_size=96, cv=5)  # doctest: +SKIP
     >>> print(report)  # doctest: +SKIP
-    5-fold CV accuracy on 1000 images, 10 classes; backbone efficientnet_lite0 ...
+    classification: 5-fold CV accuracy on 1000 images, 10 classes; backbone ...
     rank  strategy        score           fit s  pred s  description
     1     earlier_svc     ...
     >>> report.best_estimator_.predict(X[:3])  # doctest: +SKIP
     array([9, 0, 0])
     """
     t0 = time.perf_counter()
-    images, Xi, y, classes = _check_data(X, y)
-    names = resolve_strategies(strategies, len(y), len(classes))
-    splits = _make_splits(cv, y, random_state, verbose)
+    task = target_task(y, task)
+    images, Xi, y, targets = _check_data(X, y, task)
+    scoring = TASK_SCORING[task] if scoring is None else scoring
+    names = resolve_strategies(strategies, len(y), targets.n_classes, task)
+    splits = _make_splits(cv, y, random_state, verbose, task)
     ctx = StrategyContext(
         model=model,
         weights=weights,
         input_size=input_size,
         random_state=random_state,
         n_samples=len(y),
-        n_classes=len(classes),
+        n_classes=targets.n_classes,
         device=device,
         precision=precision,
+        task=task,
+        n_outputs=targets.n_outputs,
     )
     runtime = _resolve_runtime(ctx)  # a bad device / precision fails here, early
     inputs = _SharedInputs(Xi, images, ctx, verbose)
     _log(
         verbose,
-        f"comparing {len(names)} strategies on {len(y)} images, {len(classes)} "
-        f"classes, {len(splits)}-fold CV ({_scoring_name(scoring)})",
+        f"comparing {len(names)} {task} strategies on {len(y)} images, "
+        f"{targets.text}, {len(splits)}-fold CV ({_scoring_name(scoring)})",
     )
     runs = []
     for i, name in enumerate(names, 1):
@@ -231,14 +277,86 @@ def compare_strategies(
 
 
 # ------------------------------------------------------------------ the steps
-def _check_data(X, y):
-    """``(images, indexable X, y, classes)``; clear errors for bad labels."""
-    images = check_images(X)
+def target_task(y, task="auto"):
+    """The task targets ``y`` pose: ``"classification"``, ``"regression"`` or
+    ``"multilabel"`` (``task`` itself unless ``"auto"``).
+
+    Read with scikit-learn's ``type_of_target``: ``"continuous"`` and
+    ``"continuous-multioutput"`` are regression, ``"multilabel-indicator"`` is
+    multi-label, anything else one label per image (whose checks then name a
+    problem such as missing labels). Several columns of integers other than 0/1
+    (``"multiclass-multioutput"``) are a ``ValueError``: say what they are with
+    ``task``.
+    """
+    if task != "auto":
+        if task not in TASKS:
+            raise ValueError(
+                f"task must be 'auto' or one of {list(TASKS)}, got {task!r}."
+            )
+        return task
     y = np.asarray(y)
-    if y.ndim != 1 or len(y) != len(images):
+    if y.dtype.kind == "f" and not np.isfinite(y).all():
+        if y.ndim == 1 and not np.isinf(y).any():
+            return CLASSIFICATION  # whose checks name NaN as a missing label
+        raise ValueError(
+            f"y contains {int((~np.isfinite(y)).sum())} missing or infinite "
+            f"value(s) (NaN, inf); drop those images or give them a value."
+        )
+    try:
+        kind = type_of_target(y, input_name="y")
+    except (ValueError, TypeError):  # missing or mixed labels: named below
+        kind = "unknown"
+    if kind in ("continuous", "continuous-multioutput"):
+        return REGRESSION
+    if kind == "multilabel-indicator":
+        return MULTILABEL
+    if kind == "multiclass-multioutput":
+        raise ValueError(
+            f"y has {y.shape[1]} columns of integers other than 0 and 1 "
+            f"(scikit-learn's 'multiclass-multioutput'), which compare_strategies "
+            f"does not rank: pass task='regression' to rank them as values, or "
+            f"give one 0/1 column per label (multi-label)."
+        )
+    return CLASSIFICATION
+
+
+@dataclass(frozen=True)
+class _Targets:
+    """What the checked targets hold: classes (or labels) and columns."""
+
+    task: str
+    n_classes: int  # classes, or labels of a multi-label indicator; 0: values
+    n_outputs: int  # target columns (1 for single labels and 1-D values)
+
+    @property
+    def text(self):
+        if self.task == REGRESSION:
+            return f"{self.n_outputs} target{'s' * (self.n_outputs != 1)}"
+        noun = "labels" if self.task == MULTILABEL else "classes"
+        return f"{self.n_classes} {noun}"
+
+
+def _check_data(X, y, task=CLASSIFICATION):
+    """``(images, indexable X, y, _Targets)``; clear errors for bad targets."""
+    images = check_images(X)
+    n = len(images)
+    if task == REGRESSION:
+        y = _check_values(y, n)
+        return images, _indexable(X), y, _Targets(task, 0, _n_columns(y))
+    if task == MULTILABEL:
+        y = _check_indicator(y, n)
+        return images, _indexable(X), y, _Targets(task, y.shape[1], y.shape[1])
+    y, classes = _check_labels(y, n)
+    return images, _indexable(X), y, _Targets(task, len(classes), 1)
+
+
+def _check_labels(y, n_images):
+    """One label per image, none missing, of one comparable type, 2+ classes."""
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != n_images:
         raise ValueError(
             f"y must be 1-D with one label per image; got shape {y.shape} for "
-            f"{len(images)} images."
+            f"{n_images} images."
         )
     check_no_missing_labels(y)
     if y.dtype.kind == "f" and np.isnan(y).any():
@@ -256,18 +374,94 @@ def _check_data(X, y):
         ) from None
     if len(classes) < 2:
         raise ValueError(f"y has {len(classes)} class; at least 2 are needed.")
-    return images, _indexable(X), y, classes
+    return y, classes
 
 
-def _make_splits(cv, y, random_state, verbose):
-    """The ``(train, test)`` index pairs every strategy is scored on."""
+def _check_values(y, n_images):
+    """Finite numbers, one value or one row of values per image, that vary."""
+    try:
+        y = check_array(
+            y, ensure_2d=False, dtype=np.float64, input_name="y", ensure_min_samples=1
+        )
+    except ValueError as exc:
+        raise ValueError(
+            f"regression targets must be finite numbers: {str(exc).splitlines()[0]}"
+        ) from None
+    if y.ndim not in (1, 2) or len(y) != n_images:
+        raise ValueError(
+            f"y must hold one value (1-D) or one row of values (2-D) per image for "
+            f"regression; got shape {y.shape} for {n_images} images."
+        )
+    columns = y.reshape(n_images, -1)
+    constant = np.flatnonzero(np.ptp(columns, axis=0) == 0)
+    if constant.size:
+        where = "y" if y.ndim == 1 else f"target column(s) {constant.tolist()} of y"
+        raise ValueError(
+            f"{where} has one value for every image; R² needs targets that vary."
+        )
+    return y
+
+
+def _check_indicator(y, n_images):
+    """A 0/1 matrix, one row per image, 2+ label columns, none constant."""
+    y = np.asarray(y)
+    if y.ndim != 2 or len(y) != n_images:
+        raise ValueError(
+            f"multi-label y must be a 2-D 0/1 indicator matrix with one row per "
+            f"image; got shape {y.shape} for {n_images} images."
+        )
+    if y.shape[1] < 2:
+        raise ValueError(
+            "multi-label y needs 2 or more label columns; one 0/1 column is "
+            "single-label (binary) classification: task='classification'."
+        )
+    try:
+        values = y.astype(np.float64)
+    except (TypeError, ValueError):
+        values = None
+    if values is None or not np.isin(values, (0, 1)).all():
+        found = np.unique(y.astype(str))[:5].tolist()
+        raise ValueError(
+            f"multi-label y must hold 0 and 1 only (one column per label), found "
+            f"values {found}."
+        )
+    constant = np.flatnonzero(np.ptp(values, axis=0) == 0)
+    if constant.size:
+        raise ValueError(
+            f"label column(s) {constant.tolist()} of y are the same (all 0 or all "
+            f"1) for every image: nothing to learn; drop them."
+        )
+    return values.astype(np.int64)
+
+
+def _n_columns(y):
+    return 1 if y.ndim == 1 else y.shape[1]
+
+
+def _make_splits(cv, y, random_state, verbose, task=CLASSIFICATION):
+    """The ``(train, test)`` index pairs every strategy is scored on.
+
+    Labels are stratified; values and multi-label indicators get plain
+    shuffled ``KFold`` (a value has no class to stratify on).
+    """
     if not isinstance(cv, Integral):
-        splitter = check_cv(cv, y, classifier=True)
+        splitter = check_cv(cv, y, classifier=task == CLASSIFICATION)
         return list(splitter.split(np.zeros((len(y), 1)), y))
-    classes, counts = np.unique(y, return_counts=True)
     n_splits = int(cv)
     if n_splits < 2:
         raise ValueError(f"cv must be >= 2, got {cv}.")
+    if task != CLASSIFICATION:
+        if len(y) < n_splits:
+            if len(y) < 2:
+                raise ValueError("cross-validation needs at least 2 images.")
+            _log(
+                verbose,
+                f"note: {len(y)} images; using {len(y)} folds instead of {n_splits}.",
+            )
+            n_splits = len(y)
+        splitter = KFold(n_splits, shuffle=True, random_state=random_state)
+        return list(splitter.split(np.zeros((len(y), 1))))
+    classes, counts = np.unique(y, return_counts=True)
     if counts.min() < n_splits:
         if counts.min() < 2:
             raise ValueError(
@@ -479,10 +673,12 @@ def _run_info(ctx, runtime, inputs, splits, scoring, strategies, names, runs):
     }
     automatic = isinstance(strategies, str) and strategies.strip() in ("auto", "all")
     return {
+        "task": ctx.task,
         "scoring": _scoring_name(scoring),
         "n_splits": len(splits),
         "n_samples": ctx.n_samples,
-        "n_classes": ctx.n_classes,
+        "n_classes": None if ctx.task == REGRESSION else ctx.n_classes,
+        "n_targets": ctx.n_outputs,
         "model": model_display_name(ctx.model),
         "weights": ctx.weights
         if isinstance(ctx.weights, (str, type(None)))

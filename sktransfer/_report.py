@@ -25,6 +25,9 @@ _COLUMNS = (
 class StrategyReport:
     """What :func:`compare_strategies` measured, ranked best first.
 
+    The table's first line says the task (single-label classification,
+    regression or multi-label) and the metric the strategies are ranked by.
+
     Attributes
     ----------
     results_ : list of dict
@@ -34,6 +37,11 @@ class StrategyReport:
         (mean seconds per fold; for codes strategies the head only),
         ``extract_time`` (seconds spent once extracting the shared codes),
         ``layer``, ``description``.
+    task_ : {"classification", "regression", "multilabel"}
+        What the targets were (``info_["task"]``).
+    scoring_ : str
+        The metric ranked by (``info_["scoring"]``): ``"accuracy"``, ``"r2"``,
+        ``"f1_micro"`` unless another scorer was passed.
     best_name_ : str or None
         The strategy with the highest mean score.
     best_score_ : float
@@ -41,7 +49,8 @@ class StrategyReport:
         The winner refit on all data, taking images (for codes strategies a
         ``Pipeline(CNNFeatureExtractor, head)``).
     info_ : dict
-        Scoring, number of folds, samples and classes, backbone, input size,
+        Task, scoring, number of folds, samples, classes (or labels) and
+        target columns (``n_targets``), backbone, input size,
         ``device`` and ``precision`` the networks ran in, ``engine`` (when the
         estimators have one), ``versions`` of the libraries, ``seeds`` (of the
         folds and the estimators), seconds per extraction, total time.
@@ -60,6 +69,14 @@ class StrategyReport:
         self.best_name_ = ok[0]["strategy"] if ok else None
         self.best_score_ = ok[0]["mean"] if ok else float("nan")
         self.best_estimator_ = best_estimator
+
+    @property
+    def task_(self):
+        return self.info_.get("task", "classification")
+
+    @property
+    def scoring_(self):
+        return self.info_.get("scoring")
 
     # --------------------------------------------------------------- exports
     def to_dict(self):
@@ -159,8 +176,8 @@ class StrategyReport:
             f"dots = folds)"
         )
         ax.set_title(
-            f"{info.get('model')}: {info.get('n_samples')} images, "
-            f"{info.get('n_classes')} classes",
+            f"{info.get('model')}: {self.task_}, {info.get('n_samples')} images, "
+            f"{_targets_text(info)}",
             fontsize=10,
         )
         ax.figure.tight_layout()
@@ -171,8 +188,8 @@ class StrategyReport:
         """The readable table that ``str(report)`` returns."""
         info = self.info_
         head = (
-            f"{info.get('n_splits')}-fold CV {info.get('scoring')} on "
-            f"{info.get('n_samples')} images, {info.get('n_classes')} classes; "
+            f"{self.task_}: {info.get('n_splits')}-fold CV {info.get('scoring')} on "
+            f"{info.get('n_samples')} images, {_targets_text(info)}; "
             f"backbone {info.get('model')} ({info.get('weights')}) at "
             f"{info.get('input_size')} px"
         )
@@ -238,9 +255,18 @@ def _chance_level(info):
     return None
 
 
+def _targets_text(info):
+    """``"10 classes"``, ``"3 labels"`` or ``"2 targets"``."""
+    task = info.get("task", "classification")
+    if task == "regression":
+        n = info.get("n_targets")
+        return f"{n} target{'s' * (n != 1)}"
+    return f"{info.get('n_classes')} {'labels' if task == 'multilabel' else 'classes'}"
+
+
 def _csv_metadata(info):
     """The run's metadata as flat ``{column: value}`` for the CSV."""
-    meta = {}
+    meta = {"task": info.get("task", "classification"), "scoring": info.get("scoring")}
     for key in ("device", "precision", "engine", "model", "weights", "input_size"):
         meta[key] = info.get(key)
     for key, value in (info.get("seeds") or {}).items():
