@@ -11,8 +11,8 @@ order:
    the on-disk cache's, checked against the network when it was exported),
    one per extractor of a :class:`~sklearn.pipeline.FeatureUnion`;
 3. **the head**: scikit-learn steps converted by skl2onnx, a few-shot head
-   written here (:data:`HEADS`), or the softmax of a fine-tuned network
-   (:data:`_NETWORKS`);
+   (:data:`HEADS`), or the outputs of a fine-tuned network (softmax, sigmoid,
+   or values on the targets' scale: :data:`_NETWORKS`);
 4. **outputs** named by what they are: ``label`` + ``probabilities``,
    ``label`` + ``decision`` (no ``predict_proba``), ``values`` (regressors) or
    ``features`` (a model that ends in a transformer).
@@ -23,9 +23,8 @@ probe batch and its outputs are compared with the estimator's own; a mismatch
 is an error.
 
 A new estimator kind is one entry: an image estimator that is one torch
-network (``FineTunedRegressor``, next) in :data:`_NETWORKS`, with a new output
-rule in :data:`_OUTPUT_RULES` when its outputs are not the softmax / sigmoid of
-the network's; a new head on features in :data:`HEADS`.
+network in :data:`_NETWORKS` (a function returning its network and how the
+network's outputs become the file's); a head on features in :data:`HEADS`.
 :func:`export_model_file` is what the command line's ``sktransfer export MODEL
 OUT.onnx`` calls.
 """
@@ -48,6 +47,7 @@ from ._onnx_graph import (
     convert_sklearn_steps,
     sigmoid_outputs,
     softmax_outputs,
+    values_outputs,
 )
 
 __all__ = ["export_model_file", "export_onnx"]
@@ -196,11 +196,11 @@ class _Network:
     preprocessing: object  # Preprocessing
     digest: object  # callable -> str, the weights' digest
     what: str  # the engine's description of the graph (its cache key)
-    rule: str  # how outputs come from the network's: a key of _OUTPUT_RULES
-    classes: object = None
+    outputs: object  # (graph, network outputs) -> (reference, file outputs)
 
 
-def _finetuned_classifier(est):
+def _finetuned(est, outputs):
+    """The fitted network of a fine-tuned estimator (``BaseFineTuned``)."""
     from ._cache import state_digest
 
     module = est.net_.module_
@@ -210,27 +210,40 @@ def _finetuned_classifier(est):
         digest=lambda: state_digest(module),
         # what the estimator's predict engine calls it: the same cached graph
         what=f"fine-tuned {type(module.head).__name__} outputs",
-        rule="sigmoid" if est._multilabel else "softmax",
-        classes=est.classes_,
+        outputs=outputs,
+    )
+
+
+def _finetuned_classifier(est):
+    if est._multilabel:
+        return _finetuned(est, sigmoid_outputs)
+    return _finetuned(
+        est, lambda g, y: softmax_outputs(g, y, est.classes_, TensorProto.FLOAT)
+    )
+
+
+def _finetuned_regressor(est):
+    return _finetuned(
+        est,
+        lambda g, y: values_outputs(
+            g, y, est.target_scale_, est.target_mean_, est._single_target
+        ),
     )
 
 
 #: Image estimators that are one torch network: class name -> a function of the
-#: fitted estimator returning its :class:`_Network`.
-_NETWORKS = {"FineTunedClassifier": _finetuned_classifier}
-
-#: How each network's outputs become the file's: rule -> ``builder(graph,
-#: outputs, network) -> (reference, outputs)``.
-_OUTPUT_RULES = {
-    "softmax": lambda g, y, net: softmax_outputs(g, y, net.classes, TensorProto.FLOAT),
-    "sigmoid": lambda g, y, net: sigmoid_outputs(g, y),
+#: fitted estimator returning its :class:`_Network` (the network, and how its
+#: outputs become the file's: :mod:`sktransfer._onnx_graph`'s ``*_outputs``).
+_NETWORKS = {
+    "FineTunedClassifier": _finetuned_classifier,
+    "FineTunedRegressor": _finetuned_regressor,
 }
 
 
 def _network_estimator(g, est, name):
     net = _NETWORKS[type(est).__name__](est)
     y = _network(g, name, net.module, net.preprocessing, net.digest, net.what)
-    return net.preprocessing, _OUTPUT_RULES[net.rule](g, y, net)
+    return net.preprocessing, net.outputs(g, y)
 
 
 # ---------------------------------------------------------------- the plan
@@ -540,7 +553,8 @@ def export_onnx(fitted, path, *, probe=None):
           :class:`~sktransfer.CosineSoftmaxClassifier` (after optional
           scikit-learn transformers); or no step after it (the file outputs
           the features);
-        * a :class:`~sktransfer.FineTunedClassifier`, single- or multi-label;
+        * a :class:`~sktransfer.FineTunedClassifier`, single- or multi-label,
+          or a :class:`~sktransfer.FineTunedRegressor`;
         * a bare extractor or FeatureUnion of extractors.
     path : str or path-like
         Where to write the file (replaced atomically).

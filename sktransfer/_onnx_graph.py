@@ -11,7 +11,8 @@ this module writes ONNX for its parts:
   arithmetic of :mod:`sktransfer._heads`, in float64 as the estimators compute
   it);
 * :func:`softmax_outputs` / :func:`sigmoid_outputs` -- ``label`` and
-  ``probabilities`` from logits (single-label / multi-label).
+  ``probabilities`` from logits (single-label / multi-label);
+  :func:`values_outputs` -- a regressor's ``values``.
 
 Each head returns ``(reference, outputs)``: the name of the estimator's method
 the export check compares with (``"probabilities"`` for ``predict_proba``,
@@ -32,6 +33,7 @@ __all__ = [
     "convert_sklearn_steps",
     "sigmoid_outputs",
     "softmax_outputs",
+    "values_outputs",
 ]
 
 
@@ -152,6 +154,18 @@ def sigmoid_outputs(g, logits):
         ("label", label, TensorProto.INT64, ["batch", None]),
         ("probabilities", proba, TensorProto.FLOAT, ["batch", None]),
     ]
+
+
+def values_outputs(g, outputs, scale, offset, single_target):
+    """``values``: a network's standardized ``(n, t)`` outputs on the targets'
+    scale (``outputs * scale + offset``, in float64), ``(n,)`` for one target."""
+    x = g.op("Cast", outputs, to=TensorProto.DOUBLE)
+    x = g.op("Mul", x, g.const("target_scale", np.asarray(scale, np.float64)))
+    x = g.op("Add", x, g.const("target_mean", np.asarray(offset, np.float64)))
+    x = g.op("Cast", x, to=TensorProto.FLOAT)
+    if single_target:
+        return "values", [("values", _column(g, x, 0), TensorProto.FLOAT, ["batch"])]
+    return "values", [("values", x, TensorProto.FLOAT, ["batch", len(scale)])]
 
 
 def _unit_rows(g, x):

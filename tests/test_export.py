@@ -9,6 +9,7 @@ client labels image files (PNG, JPEG, grayscale, RGBA; both resize rules) as
 ``predict`` labels the same files; the metadata says how to feed the file; a
 step without a converter, a FeatureUnion without one input size, a model that
 does not take images and a file that disagrees with its estimator are errors.
+A FineTunedRegressor's values come out on the scale of its targets.
 """
 
 import csv
@@ -45,9 +46,13 @@ from sktransfer import (
     CNNFeatureExtractor,
     CosineSoftmaxClassifier,
     FineTunedClassifier,
+    FineTunedRegressor,
     PrototypeClassifier,
     export_onnx,
 )
+
+# tiny networks on 2 shared cores: intra-op threads only add contention
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 REPO = Path(__file__).resolve().parents[1]
 CLIENT = REPO / "examples" / "deployment" / "onnx_client.py"
@@ -248,6 +253,14 @@ def test_multilabel_finetuned_classifier_round_trip(tmp_path):
     logits = clf.decision_function(X)
     clear = np.abs(logits) > 2e-5 * np.abs(logits).max()  # not a near-tie
     np.testing.assert_array_equal(out["label"][clear], clf.predict(X)[clear])
+
+
+def test_finetuned_regressor_round_trip(tmp_path):
+    X, y = bands(24, n_classes=2, size=24)
+    reg = FineTunedRegressor(**FT_TINY).fit(X, 10.0 * y + 3)  # one target: (n,)
+    out = serve(export_onnx(reg, tmp_path / "reg.onnx"), X, tmp_path)
+    assert set(out) == {"values"}
+    assert_close_paths(out["values"], reg.predict(X))
 
 
 # ------------------------------------------------------------- the client
