@@ -377,8 +377,11 @@ def _check_labels(y, n_images):
     return y, classes
 
 
-def _check_values(y, n_images):
-    """Finite numbers, one value or one row of values per image, that vary."""
+def _check_values(y, n_images, names=None):
+    """Finite numbers, one value or one row of values per image, that vary.
+
+    ``names`` name the columns in messages (else their indices).
+    """
     try:
         y = check_array(
             y, ensure_2d=False, dtype=np.float64, input_name="y", ensure_min_samples=1
@@ -395,15 +398,18 @@ def _check_values(y, n_images):
     columns = y.reshape(n_images, -1)
     constant = np.flatnonzero(np.ptp(columns, axis=0) == 0)
     if constant.size:
-        where = "y" if y.ndim == 1 else f"target column(s) {constant.tolist()} of y"
+        where = "y" if y.ndim == 1 else f"target column(s) {_columns(constant, names)}"
         raise ValueError(
             f"{where} has one value for every image; R² needs targets that vary."
         )
     return y
 
 
-def _check_indicator(y, n_images):
-    """A 0/1 matrix, one row per image, 2+ label columns, none constant."""
+def _check_indicator(y, n_images, names=None):
+    """A 0/1 matrix, one row per image, 2+ label columns, none constant.
+
+    ``names`` name the columns in messages (else their indices).
+    """
     y = np.asarray(y)
     if y.ndim != 2 or len(y) != n_images:
         raise ValueError(
@@ -428,10 +434,17 @@ def _check_indicator(y, n_images):
     constant = np.flatnonzero(np.ptp(values, axis=0) == 0)
     if constant.size:
         raise ValueError(
-            f"label column(s) {constant.tolist()} of y are the same (all 0 or all "
-            f"1) for every image: nothing to learn; drop them."
+            f"label column(s) {_columns(constant, names)} are the same (all 0 or "
+            f"all 1) for every image: nothing to learn; drop them."
         )
     return values.astype(np.int64)
+
+
+def _columns(index, names):
+    """Columns for a message: ``['b']`` by name, else ``[1] of y``."""
+    if names is None:
+        return f"{index.tolist()} of y"
+    return str([names[j] for j in index])
 
 
 def _n_columns(y):

@@ -3,7 +3,7 @@
 ::
 
     sktransfer compare DATA [--model M] [--per-class N] [--cv K] [--out DIR]
-                            [--save MODEL]
+                            [--save MODEL] [--targets targets.csv [--task T]]
     sktransfer predict MODEL INPUTS... [--out preds.csv]
     sktransfer extract DATA -o codes.npz [--model M] [--layer L] [--pooling P]
     sktransfer info
@@ -11,10 +11,15 @@
 ``DATA`` is an ImageFolder-style directory (one subfolder of images per class) or a
 named dataset: ``fashion-mnist-sample`` (bundled), ``fashion-mnist`` (local IDX
 files), ``digits`` (scikit-learn's 8x8 digits); ``extract`` also takes a flat folder
-of images. ``python -m sktransfer`` is the same program. Problems with the input end
-in one line on stderr and exit code 2: every argument is checked before any data is
-read or any network runs (bad values, unknown model / weights / layer names,
-output paths that cannot be written), and an image that cannot be decoded is named.
+of images. ``compare DATA --targets targets.csv`` reads the images and their
+targets from a CSV instead (a path column, one or more target columns): real
+values are ranked as regression, several 0/1 columns as multi-label, one column
+of labels as classification (``--task`` overrides the reading); ``predict`` then
+writes values, or 0/1 label columns. ``python -m sktransfer`` is the same program.
+Problems with the input end in one line on stderr and exit code 2: every argument
+is checked before any data is read or any network runs (bad values, unknown model
+/ weights / layer names, output paths that cannot be written, a targets CSV's
+missing columns, paths or numbers), and an image that cannot be decoded is named.
 
 Only the standard library is imported at module level: ``--help`` answers without
 importing numpy, torch or scikit-learn.
@@ -164,6 +169,210 @@ def load_data(data, *, per_class=None, seed=0, decode=False):
 
 def _weights(value):
     return None if value is not None and value.lower() in ("none", "random") else value
+
+
+# ------------------------------------------------------------- targets CSV
+TASKS = ("classification", "regression", "multilabel")
+
+
+def load_targets(data, targets, task=None):
+    """``DATA --targets CSV`` -> (image paths, targets, task, target names, text).
+
+    The CSV's header names a ``path`` column (else the first column is the
+    paths) and one or more target columns; a relative path is relative to the
+    CSV's folder. The task is ``task``, or read from the target columns with
+    ``type_of_target`` (``sktransfer.model_selection`` does the same for
+    ``compare_strategies``): real values are regression (several columns:
+    multi-output), several 0/1 columns multi-label, one column of labels
+    (numbers or names) classification. Every problem -- no such file, no target
+    column, a row of another length, an empty cell, a path that does not
+    exist, a non-numeric value where numbers are needed, targets the task
+    refuses -- is a ``UsageError`` naming the row and column; nothing is
+    decoded here.
+    """
+    import csv
+
+    folder = _targets_folder(data)
+    targets = str(targets)
+    csv_path = Path(targets)
+    if not csv_path.is_file():
+        what = "is a folder" if csv_path.is_dir() else "does not exist"
+        raise UsageError(
+            f"--targets {targets!r} {what}; name a CSV file with a path column and "
+            f"one or more target columns."
+        )
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)  # line_num: the file's line (quoted cells span)
+            rows = [(reader.line_num, row) for row in reader]
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise UsageError(f"--targets {targets!r}: cannot read it ({exc}).") from None
+    rows = [(i, row) for i, row in rows if any(cell.strip() for cell in row)]
+    if not rows:
+        raise UsageError(f"--targets {targets!r} is empty; it needs a header row.")
+    (_, header), rows = rows[0], rows[1:]
+    header = [h.strip() for h in header]
+    lowered = [h.lower() for h in header]
+    path_col = lowered.index("path") if "path" in lowered else 0
+    columns = [j for j in range(len(header)) if j != path_col]
+    names = [header[j] for j in columns]
+    where = f"--targets {targets!r}"
+    if not columns:
+        raise UsageError(
+            f"{where} has no target column: besides the path column "
+            f"{header[path_col]!r} it needs one or more columns of targets."
+        )
+    if len(set(lowered)) != len(lowered) or "" in header:
+        raise UsageError(
+            f"{where}: the header {header} names a column twice or leaves one "
+            f"unnamed; give every column its own name."
+        )
+    if not rows:
+        raise UsageError(f"{where} lists no images (a header row only).")
+    paths, cells = [], []
+    for line, row in rows:
+        if len(row) != len(header):
+            raise UsageError(
+                f"{where}, line {line}: {len(row)} cells, but the header has "
+                f"{len(header)} ({', '.join(header)})."
+            )
+        path = _targets_image(row[path_col].strip(), csv_path, f"{where}, line {line}")
+        values = [row[j].strip() for j in columns]
+        for name, value in zip(names, values, strict=True):
+            if not value:
+                raise UsageError(
+                    f"{where}, line {line}: column {name!r} is empty; every image "
+                    f"needs a target."
+                )
+        paths.append(str(path))
+        cells.append((line, values))
+    task, y = _targets_task(cells, names, task, where)
+    desc = (
+        f"{csv_path.name} ({', '.join(names)}) with images of {folder}"
+        if len(names) <= 4
+        else f"{csv_path.name} ({len(names)} target columns) with images of {folder}"
+    )
+    return paths, y, task, names, desc
+
+
+def _targets_folder(data):
+    """``DATA`` with ``--targets``: an existing folder (the images')."""
+    if data in NAMED_DATASETS:
+        raise UsageError(
+            f"--targets lists image files; DATA must be their folder, not the named "
+            f"dataset {data!r}."
+        )
+    folder = Path(data)
+    if not folder.is_dir():
+        what = "is a file" if folder.exists() else "does not exist"
+        raise UsageError(
+            f"{data!r} {what}; with --targets, DATA is the folder of the images the "
+            f"CSV lists."
+        )
+    return data
+
+
+def _targets_image(text, csv_path, where):
+    """The image file a CSV cell names (relative: to the CSV's folder)."""
+    if not text:
+        raise UsageError(f"{where}: the path is empty.")
+    path = Path(text)
+    if not path.is_absolute():
+        path = csv_path.parent / path
+    if not path.is_file():
+        raise UsageError(
+            f"{where}: image {text!r} does not exist (looked for {str(path)!r}; "
+            f"relative paths are relative to the CSV's folder)."
+        )
+    return path
+
+
+def _targets_task(cells, names, task, where):
+    """``(task, y)`` of the CSV's target cells, checked as compare will."""
+    import numpy as np
+
+    from ._compare import (
+        _check_indicator,
+        _check_labels,
+        _check_values,
+        target_task,
+    )
+
+    numbers, bad = _parse_numbers(cells, names, where)
+    if task is None:
+        if bad is not None and len(names) == 1:
+            task = "classification"  # one column of class names
+        elif bad is not None:
+            raise UsageError(_not_a_number(where, bad, "several target columns"))
+        else:
+            y = numbers[:, 0] if len(names) == 1 else numbers
+            try:
+                task = target_task(y)
+            except ValueError:
+                raise UsageError(
+                    f"{where}: the target columns {names} hold integers other than "
+                    f"0 and 1 (multi-output classes, which compare does not rank); "
+                    f"use --task regression to rank them as values, or give one 0/1 "
+                    f"column per label (multi-label)."
+                ) from None
+    if task == "classification" and len(names) != 1:
+        raise UsageError(
+            f"{where}: --task classification takes one column of labels; the "
+            f"CSV has {len(names)} target columns ({', '.join(names)})."
+        )
+    if task != "classification" and bad is not None:
+        raise UsageError(_not_a_number(where, bad, f"{task} targets"))
+    try:
+        if task == "classification":
+            if bad is None and np.all(numbers == np.round(numbers)):
+                y = numbers[:, 0].astype(np.int64)  # labels 0, 1, 2 as written
+            else:
+                y = np.asarray([values[0] for _, values in cells], dtype=object)
+            y, _ = _check_labels(y, len(cells))
+        elif task == "regression":
+            values = numbers[:, 0] if len(names) == 1 else numbers
+            y = _check_values(values, len(cells), names)
+        else:
+            y = _check_indicator(numbers, len(cells), names)
+    except ValueError as exc:
+        raise UsageError(f"{where} ({task}): {exc}") from None
+    return task, y
+
+
+def _parse_numbers(cells, names, where):
+    """The cells as floats, and the first cell that is not a number.
+
+    A number that is not finite (``nan``, ``inf``) is an error: a missing target.
+    """
+    import math
+
+    import numpy as np
+
+    out = np.empty((len(cells), len(names)))
+    bad = None
+    for i, (line, values) in enumerate(cells):
+        for j, value in enumerate(values):
+            try:
+                number = float(value)
+            except ValueError:
+                bad = bad or (line, names[j], value)
+                continue
+            if not math.isfinite(number):
+                raise UsageError(
+                    f"{where}, line {line}: column {names[j]!r} holds {value!r}; "
+                    f"every image needs a finite target (drop the row)."
+                )
+            out[i, j] = number
+    return (None, bad) if bad else (out, None)
+
+
+def _not_a_number(where, bad, what):
+    line, column, value = bad
+    return (
+        f"{where}, line {line}: column {column!r} holds {value!r}, not a "
+        f"number; {what} must be numbers (one column of class names is "
+        f"classification)."
+    )
 
 
 def _image_extensions():
@@ -443,8 +652,6 @@ def _check_compare_params(compare_strategies, params):
 def cmd_compare(args):
     import inspect
 
-    import numpy as np
-
     from .model_selection import compare_strategies, parse_strategies
 
     # Every option is checked before the data is read or a network is built.
@@ -453,6 +660,16 @@ def cmd_compare(args):
         strategies = parse_strategies(args.strategies or "auto")
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if args.targets is None and args.task not in (None, "classification"):
+        raise UsageError(
+            f"--task {args.task} needs --targets targets.csv (class folders and "
+            f"named datasets hold one label per image: classification)."
+        )
+    if args.targets is None:  # class folders: the names must be classification's
+        try:
+            parse_strategies(strategies, "classification")
+        except ValueError as exc:
+            raise UsageError(f"--strategies: {exc}") from None
     _check_output_folder("--out", args.out)
     save = Path(args.save) if args.save else None
     if save is not None:
@@ -490,13 +707,17 @@ def cmd_compare(args):
     )
     _check_backbone(args.model, weights)
     _check_runtime(args, engine=False)
-    # decode=True: a strategy that fails on a file is a result, not an error
-    X, y, desc = load_data(
-        args.data, per_class=args.per_class, seed=args.seed, decode=True
-    )
+    if args.targets is not None:
+        X, y, task, names, desc = _compare_targets(args, strategies)
+    else:
+        # decode=True: a strategy that fails on a file is a result, not an error
+        X, y, desc = load_data(
+            args.data, per_class=args.per_class, seed=args.seed, decode=True
+        )
+        task, names = "classification", None
     out = Path(args.out)
     print(
-        f"sktransfer compare: {desc}, {len(y)} images, {len(np.unique(y))} classes",
+        f"sktransfer compare: {desc}, {len(y)} images, {_targets_text(task, y)}",
         file=sys.stderr,
         flush=True,
     )
@@ -506,6 +727,7 @@ def cmd_compare(args):
         model=args.model,
         weights=weights,
         strategies=strategies,
+        task=task,
         cv=args.cv,
         n_jobs=args.n_jobs,
         random_state=args.seed,
@@ -517,6 +739,8 @@ def cmd_compare(args):
     )
     out.mkdir(parents=True, exist_ok=True)
     report.info_["data"] = desc
+    if names is not None:
+        report.info_["target_columns"] = names
     report.to_json(out / "report.json")
     report.to_csv(out / "report.csv")
     png = out / "report.png"
@@ -546,6 +770,9 @@ def cmd_compare(args):
     if save is not None:
         from ._persistence import save as save_model
 
+        if names is not None and task != "classification":
+            # predict names its value / label columns after the CSV's columns
+            _final_step(report.best_estimator_).target_names_ = list(names)
         written = save_model(report.best_estimator_, save)
         print(
             f"saved {report.best_name_} (refit on all {len(y)} images) to "
@@ -553,6 +780,50 @@ def cmd_compare(args):
             f"IMAGES..."
         )
     return 0
+
+
+def _compare_targets(args, strategies):
+    """``DATA --targets CSV``: images, targets, task, names, text; all checked."""
+    import numpy as np
+
+    from .model_selection import parse_strategies
+
+    X, y, task, names, desc = load_targets(args.data, args.targets, args.task)
+    try:  # the names given must serve the task the CSV poses
+        parse_strategies(strategies, task)
+    except ValueError as exc:
+        raise UsageError(f"--strategies: {exc}") from None
+    X = np.asarray(X, dtype=object)
+    if args.per_class is not None:
+        if task != "classification":
+            raise UsageError(
+                f"--per-class counts images per class; {task} targets have none "
+                f"(list fewer rows in the CSV instead)."
+            )
+        X, y = _subsample(X, y, args.per_class, args.seed)
+    _check_folder_images(X, decode=True)
+    return X, y, task, names, desc
+
+
+def _targets_text(task, y):
+    """``"2 classes"``, ``"3 labels"``, ``"1 target"`` (the summary line's)."""
+    import numpy as np
+
+    if task == "regression":
+        n = 1 if np.ndim(y) == 1 else np.shape(y)[1]
+        return f"regression, {n} target{'s' * (n != 1)}"
+    if task == "multilabel":
+        return f"multi-label, {np.shape(y)[1]} labels"
+    return f"{len(np.unique(y))} classes"
+
+
+def _final_step(model):
+    """The last estimator of (nested) pipelines: the one predicting."""
+    from sklearn.pipeline import Pipeline
+
+    while isinstance(model, Pipeline):
+        model = model[-1]
+    return model
 
 
 def cmd_extract(args):
@@ -655,42 +926,107 @@ def cmd_predict(args):
     for w in caught:
         print(f"sktransfer predict: warning: {w.message}", file=sys.stderr)
     _check_runtime_support(model, runtime)
-    classes = getattr(model, "classes_", None)
-    if classes is None or not hasattr(model, "predict"):
+    kind = _model_kind(model)
+    if kind is None:
         raise UsageError(
-            f"{args.model!r} holds a {type(model).__name__}, not a classifier."
+            f"{args.model!r} holds a {type(model).__name__}, not a classifier or "
+            f"a regressor."
         )
-    labels, proba = _predict(model, files, args.batch_size)
+    pred, proba = _predict(model, files, args.batch_size)
     seconds = time.perf_counter() - t0
+    if kind == "classification" and np.ndim(pred) == 2:
+        kind = "multilabel"  # an indicator matrix: one 0/1 column per label
+    header, cells, summary_lines = _prediction_table(model, kind, pred, proba)
 
-    header = ["path", "label"]
-    if proba is not None:
-        header += [f"proba_{c}" for c in classes]
     out = open(args.out, "w", newline="") if args.out else sys.stdout  # noqa: SIM115
     try:
         writer = csv.writer(out)
-        writer.writerow(header)
-        for i, (path, label) in enumerate(zip(files, labels)):
-            row = [path, label]
-            if proba is not None:
-                row += [f"{p:.6f}" for p in proba[i]]
-            writer.writerow(row)
+        writer.writerow(["path", *header])
+        for path, row in zip(files, cells):
+            writer.writerow([path, *row])
     finally:
         if args.out:
             out.close()
     summary = sys.stdout if args.out else sys.stderr
-    values, counts = np.unique(np.asarray(labels, dtype=str), return_counts=True)
     print(
         f"predicted {len(files)} images in {seconds:.1f} s "
         f"({1000 * seconds / len(files):.0f} ms per image, model load included)",
         file=summary,
     )
-    width = max(len(v) for v in values)
-    for value, count in sorted(zip(values, counts), key=lambda t: (-t[1], t[0])):
-        print(f"  {value:<{width}}  {count}", file=summary)
+    for line in summary_lines:
+        print(line, file=summary)
     if args.out:
         print(f"wrote {Path(args.out).resolve()}", file=summary)
     return 0
+
+
+def _model_kind(model):
+    """``"classification"`` (single or multi-label), ``"regression"`` or None."""
+    from sklearn.base import is_regressor
+
+    if not hasattr(model, "predict"):
+        return None
+    if is_regressor(model):
+        return "regression"
+    return "classification" if getattr(model, "classes_", None) is not None else None
+
+
+def _prediction_table(model, kind, pred, proba):
+    """The CSV's columns after ``path``, each image's cells, the summary lines.
+
+    Labels: ``label`` and a probability per class. Values: one column per
+    target. Multi-label: one 0/1 column per label, then its probability. Value
+    and label columns are named after the targets CSV the model was trained
+    from (``target_names_``, set by ``compare --targets --save``), else
+    ``value`` / ``value_<j>`` and ``label_<class>``.
+    """
+    import numpy as np
+
+    if kind == "classification":
+        header = ["label"]
+        if proba is not None:
+            header += [f"proba_{c}" for c in model.classes_]
+        cells = [
+            [label] + ([f"{p:.6f}" for p in proba[i]] if proba is not None else [])
+            for i, label in enumerate(pred)
+        ]
+        values, counts = np.unique(np.asarray(pred, dtype=str), return_counts=True)
+        width = max(len(v) for v in values)
+        order = sorted(zip(values, counts), key=lambda t: (-t[1], t[0]))
+        return header, cells, [f"  {v:<{width}}  {c}" for v, c in order]
+    pred = np.asarray(pred)
+    columns = pred.reshape(len(pred), -1)
+    k = columns.shape[1]
+    names = getattr(_final_step(model), "target_names_", None)
+    if names is None or len(names) != k:
+        if kind == "regression":
+            names = ["value"] if pred.ndim == 1 else [f"value_{j}" for j in range(k)]
+        else:
+            names = [f"label_{c}" for c in model.classes_]
+    names = [str(n) for n in names]
+    width = max(len(n) for n in names)
+    if kind == "regression":
+        cells = [[f"{v:.8g}" for v in row] for row in columns.astype(float)]
+        lines = [
+            f"  {n:<{width}}  mean {c.mean():.4g}, min {c.min():.4g}, max {c.max():.4g}"
+            for n, c in zip(names, columns.astype(float).T)
+        ]
+        return names, cells, lines
+    width = max(width, len("(no label)"))
+    with_proba = proba is not None and np.shape(proba) == columns.shape
+    header = names + ([f"proba_{n}" for n in names] if with_proba else [])
+    cells = [
+        [str(int(v)) for v in row]
+        + ([f"{p:.6f}" for p in proba[i]] if with_proba else [])
+        for i, row in enumerate(columns)
+    ]
+    lines = [
+        f"  {n:<{width}}  {int(c.sum())} image{'s' * (int(c.sum()) != 1)}"
+        for n, c in zip(names, columns.T)
+    ]
+    none = int((columns.sum(1) == 0).sum())
+    lines.append(f"  {'(no label)':<{width}}  {none} image{'s' * (none != 1)}")
+    return header, cells, lines
 
 
 def _check_runtime_support(model, runtime):
@@ -707,7 +1043,10 @@ def _check_runtime_support(model, runtime):
 
 
 def _predict(model, files, batch_size):
-    """Labels and probabilities (or None); the network runs once per image."""
+    """Predictions and probabilities (or None); the network runs once per image.
+
+    Labels, values, or a 0/1 indicator matrix (multi-label).
+    """
     import numpy as np
     from sklearn.pipeline import Pipeline
 
@@ -725,6 +1064,8 @@ def _predict(model, files, batch_size):
         return labels, proba
     if isinstance(model, FineTunedClassifier):
         proba = model.predict_proba(files)
+        if model._multilabel:  # predict's rule: a label's probability above 0.5
+            return (proba > 0.5).astype(np.int64), proba
         return model.classes_[np.argmax(proba, axis=1)], proba
     labels = model.predict(files)
     proba = model.predict_proba(files) if hasattr(model, "predict_proba") else None
@@ -763,9 +1104,13 @@ def cmd_info(args):
     width = max(len(k) for k, _ in lines)
     for k, v in lines:
         print(f"{k:<{width}}  {v}")
-    print("strategies:")
-    for name, strategy in available_strategies().items():
-        print(f"  {name:<15} {strategy.description}")
+    print("strategies (the tasks they serve):")
+    strategies = available_strategies()
+    rows = [(n, ", ".join(s.tasks), s.description) for n, s in strategies.items()]
+    name_width = max(len(r[0]) for r in rows)
+    task_width = max(len(r[1]) for r in rows)
+    for name, tasks, description in rows:
+        print(f"  {name:<{name_width}}  {tasks:<{task_width}}  {description}")
     return 0
 
 
@@ -907,6 +1252,23 @@ def build_parser():
         metavar="SECONDS",
         help="skip remaining fine-tuning strategies after this many seconds",
     )
+    p.add_argument(
+        "--targets",
+        default=None,
+        metavar="FILE.csv",
+        help="images and their targets, for a DATA folder without class "
+        "subfolders: a CSV with a 'path' column (else the first column; relative "
+        "to the CSV's folder) and one or more target columns. Real values are "
+        "ranked as regression (by R2), several 0/1 columns as multi-label (by "
+        "micro-F1), one column of labels as classification",
+    )
+    p.add_argument(
+        "--task",
+        default=None,
+        choices=TASKS,
+        help="what the --targets columns are, instead of reading it from their "
+        "values (e.g. regression for integer counts, which read as classes)",
+    )
     p.add_argument("--n-jobs", type=int, default=None, help="parallel folds")
     p.add_argument(
         "--out",
@@ -920,7 +1282,7 @@ def build_parser():
         metavar="MODEL",
         help="refit the best strategy on all images and save it to this file "
         "(sktransfer.save format, loads without pickle); then `sktransfer predict "
-        "MODEL IMAGES...`",
+        "MODEL IMAGES...` (with --targets, its columns are named after the CSV's)",
     )
     _add_runtime_args(p)
     p.set_defaults(func=cmd_compare)
@@ -932,7 +1294,10 @@ def build_parser():
         "--save` (or sktransfer.save). INPUTS are image files and/or folders, "
         "searched recursively (hidden files and non-image files are skipped). "
         "Writes CSV: path, predicted label and, when the model has predict_proba, "
-        "one probability column per class; then a summary per predicted class.",
+        "one probability column per class; then a summary per predicted class. "
+        "A regressor writes one column of values per target, a multi-label model "
+        "one 0/1 column per label and its probability (named after the targets "
+        "CSV's columns for models saved by `compare --targets`).",
     )
     p.add_argument("model", metavar="MODEL", help="model file")
     p.add_argument("inputs", metavar="INPUTS", nargs="+", help="images or folders")

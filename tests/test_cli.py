@@ -1,13 +1,15 @@
 """The sktransfer command line, end to end on a small mixed-format image folder."""
 
+import io
 import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLI_TINY
+from conftest import CLI_TINY, FT_TINY
 from PIL import Image
 
 from sktransfer.cli import main
@@ -373,3 +375,199 @@ def test_bad_option_is_one_line_exit_2_before_any_work(
     assert main(argv) == 2
     line = _one_line(capsys)
     assert message in line, line
+
+
+# --------------------------------------- issue 21: targets from a CSV, --task
+@pytest.fixture(scope="module")
+def targets(tmp_path_factory):
+    """A flat folder of images (gray levels, stripes) and CSVs of their targets."""
+    root = tmp_path_factory.mktemp("targets")
+    images = root / "images"
+    (root / "meta").mkdir()
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    values, tags, counts = ["path,brightness,darkness"], [], ["path,count"]
+    kinds = ["kind,path"]
+    for i in range(12):
+        level = rng.uniform(0.1, 0.9)
+        noise = rng.normal(0, 30, (20, 20, 3))
+        gray = np.clip(level * 255 + noise, 0, 255).astype(np.uint8)
+        Image.fromarray(gray).save(images / f"g{i}.png")
+        values.append(f"g{i}.png,{level:.4f},{1 - level:.4f}")
+        counts.append(f"g{i}.png,{i % 4}")
+        kinds.append(f"{'light' if level > 0.5 else 'dark'},g{i}.png")
+        labels = [int(i % 3 == j or (i + 1) % 4 == j) for j in range(3)]
+        stripes = rng.integers(0, 60, (18, 18, 3)).astype(np.uint8)
+        for j in range(3):
+            stripes[:, 6 * j : 6 * (j + 1)] += np.uint8(180 * labels[j])
+        Image.fromarray(stripes).save(images / f"s{i}.png")
+        tags.append(f"{images / f's{i}.png'}," + ",".join(map(str, labels)))
+    (images / "values.csv").write_text("\n".join(values) + "\n")
+    (images / "counts.csv").write_text("\n".join(counts) + "\n")
+    (images / "kinds.csv").write_text("\n".join(kinds) + "\n")
+    # elsewhere, absolute paths, the paths in a first column not named "path"
+    header = "file,stripe_a,stripe_b,stripe_c"
+    (root / "meta" / "tags.csv").write_text("\n".join([header, *tags]) + "\n")
+    return root
+
+
+@pytest.mark.parametrize(
+    "csv_name, task, want, shape",
+    [
+        ("images/values.csv", None, "regression", (12, 2)),
+        ("meta/tags.csv", None, "multilabel", (12, 3)),
+        ("images/counts.csv", None, "classification", (12,)),  # integers: classes
+        ("images/counts.csv", "regression", "regression", (12,)),
+        ("images/kinds.csv", None, "classification", (12,)),  # names, path 2nd
+    ],
+)
+def test_targets_task_is_read_from_the_columns(targets, csv_name, task, want, shape):
+    from sktransfer.cli import load_targets
+
+    images = targets / "images"
+    paths, y, got, names, desc = load_targets(str(images), targets / csv_name, task)
+    assert got == want and np.shape(y) == shape
+    assert all(Path(p).is_file() and Path(p).parent == images for p in paths)
+    assert Path(csv_name).name in desc
+    if csv_name.startswith("meta"):
+        assert names == ["stripe_a", "stripe_b", "stripe_c"]
+        assert set(np.unique(y)) == {0, 1}
+    if csv_name.endswith("kinds.csv"):
+        assert set(y) == {"light", "dark"} and Path(paths[0]).name == "g0.png"
+
+
+def test_compare_targets_regression_then_predict_writes_values(
+    targets, tmp_path, capsys
+):
+    import csv
+
+    import sktransfer
+
+    images, out, model = targets / "images", tmp_path / "out", tmp_path / "reg.skt"
+    argv = ["compare", str(images), "--targets", str(images / "values.csv")]
+    argv += [*CLI_TINY, "--cv", "2", "--strategies", "codes_ridge,codes_knn"]
+    rc = main([*argv, "--out", str(out), "--save", str(model), "-q"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "12 images, regression, 2 targets" in captured.err
+    assert "regression: 2-fold CV r2 on 12 images, 2 targets" in captured.out
+    report = json.loads((out / "report.json").read_text())
+    assert report["info"]["task"] == "regression"
+    assert report["info"]["scoring"] == "r2"
+    assert report["info"]["target_columns"] == ["brightness", "darkness"]
+    assert all(np.isfinite(r["mean"]) for r in report["results"])
+    files = [str(images / f"g{i}.png") for i in range(4)]
+    preds = tmp_path / "preds.csv"
+    rc = main(["predict", str(model), *files, "--out", str(preds)])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    rows = list(csv.reader(preds.open()))
+    assert rows[0] == ["path", "brightness", "darkness"]
+    assert [r[0] for r in rows[1:]] == files
+    values = np.array([[float(v) for v in r[1:]] for r in rows[1:]])
+    want = sktransfer.load(model).predict(files)
+    np.testing.assert_allclose(values, want, rtol=1e-6)
+    assert re.search(r"^  brightness +mean \S+, min \S+, max \S+$", captured.out, re.M)
+
+
+def test_compare_targets_multilabel_then_predict_writes_label_columns(
+    targets, tmp_path, capsys
+):
+    import csv
+
+    import sktransfer
+
+    tags, model = targets / "meta" / "tags.csv", tmp_path / "ml.skt"
+    argv = ["compare", str(targets / "images"), "--targets", str(tags), *CLI_TINY]
+    argv += ["--cv", "2", "--strategies", "codes_ovr,pixels_ovr"]
+    rc = main([*argv, "--out", str(tmp_path / "o"), "--save", str(model), "-q"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "multilabel: 2-fold CV f1_micro on 12 images, 3 labels" in captured.out
+    files = [str(targets / "images" / f"s{i}.png") for i in range(5)]
+    rc = main(["predict", str(model), *files])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    rows = list(csv.reader(io.StringIO(captured.out)))
+    names = ["stripe_a", "stripe_b", "stripe_c"]
+    assert rows[0] == ["path", *names, *[f"proba_{n}" for n in names]]
+    labels = np.array([[int(v) for v in r[1:4]] for r in rows[1:]])
+    np.testing.assert_array_equal(labels, sktransfer.load(model).predict(files))
+    assert re.search(r"^  stripe_a +\d+ images?$", captured.err, re.M)
+
+
+def test_predict_fine_tuned_values_and_labels_without_names(targets, tmp_path, capsys):
+    """Models not trained from --targets: value / label_<j> columns."""
+    import csv
+
+    import sktransfer
+    from sktransfer import FineTunedClassifier, FineTunedRegressor
+
+    kw = {**FT_TINY, "max_epochs": 1}
+    files = [str(targets / "images" / f"s{i}.png") for i in range(8)]
+    Y = np.array([[i % 2, (i // 2) % 2] for i in range(8)])
+    for est, y, header in [
+        (FineTunedRegressor(**kw), np.linspace(0, 1, 8), ["path", "value"]),
+        (FineTunedClassifier(**kw), Y, ["path", "label_0", "label_1"]),
+    ]:
+        path = sktransfer.save(est.fit(files, y), tmp_path / "m.skt")
+        rc = main(["predict", str(path), *files[:3]])
+        captured = capsys.readouterr()
+        assert rc == 0, captured.err
+        rows = list(csv.reader(io.StringIO(captured.out)))
+        assert rows[0][: len(header)] == header
+        cells = np.array([[float(v) for v in r[1 : len(header)]] for r in rows[1:]])
+        want = est.predict(files[:3]).reshape(3, -1)
+        np.testing.assert_allclose(cells, want, rtol=1e-5, atol=1e-6)
+
+
+def _bad_csv(tmp_path, targets, text):
+    """``text`` as a CSV in tmp_path; IMG is an existing image's absolute path."""
+    path = tmp_path / "bad.csv"
+    path.write_text(text.replace("IMG", str(targets / "images" / "g0.png")))
+    return str(path)
+
+
+BAD_TARGETS = [
+    (["--targets", "NOPE.csv"], None, "'NOPE.csv' does not exist"),
+    (["--targets", "BAD"], "path\nIMG\n", "has no target column"),
+    (["--targets", "BAD"], "path,a,b\nIMG,1\n", "line 2: 2 cells, but the header"),
+    (["--targets", "BAD"], "path,a\nIMG,1\nmissing.png,2\n", "'missing.png' does not"),
+    (["--targets", "BAD"], "path,a\nIMG,\nIMG,1\n", "column 'a' is empty"),
+    (["--targets", "BAD"], "path,a,b\nIMG,1,tall\n", "column 'b' holds 'tall', not a"),
+    (["--targets", "BAD", "--task", "regression"], "path,a\nIMG,x\n", "not a number"),
+    (["--targets", "BAD"], "path,a\nIMG,0.5\nIMG,nan\n", "finite target"),
+    (["--targets", "BAD"], "path,a,b\nIMG,1,2\nIMG,3,0\n", "use --task regression"),
+    (["--targets", "BAD", "--task", "multilabel"], "path,a\nIMG,1\n", "2 or more"),
+    (["--targets", "BAD", "--task", "classification"], "p,a,b\nIMG,1,0\n", "one col"),
+    (["--targets", "BAD"], "path,a,b\nIMG,1,0\nIMG,0,0\n", "label column(s) ['b']"),
+    (["--targets", "VALUES", "--strategies", "codes_logreg"], None, "do not serve"),
+    (["--targets", "VALUES", "--per-class", "2"], None, "--per-class counts images"),
+    (["--task", "regression"], None, "--task regression needs --targets"),
+    (["--strategies", "codes_ridge"], None, "do not serve the classification task"),
+]
+
+
+@pytest.mark.parametrize(
+    "extra, text, message", BAD_TARGETS, ids=[m for _, _, m in BAD_TARGETS]
+)
+def test_bad_targets_are_one_line_exit_2_before_any_image_is_read(
+    extra, text, message, targets, tmp_path, no_work, capsys
+):
+    subs = {
+        "BAD": _bad_csv(tmp_path, targets, text or ""),
+        "NOPE.csv": "NOPE.csv",
+        "VALUES": str(targets / "images" / "values.csv"),
+    }
+    argv = ["compare", str(targets / "images"), *CLI_TINY]
+    argv += [subs.get(a, a) for a in extra] + ["--out", str(tmp_path / "o")]
+    assert main(argv) == 2
+    line = _one_line(capsys)
+    assert message in line, line
+    assert not (tmp_path / "o").exists()
+
+
+def test_targets_with_a_named_dataset_is_refused(capsys, tmp_path):
+    argv = ["compare", "digits", "--targets", str(tmp_path / "t.csv"), *CLI_TINY]
+    assert main(argv) == 2
+    assert "not the named dataset 'digits'" in _one_line(capsys)
