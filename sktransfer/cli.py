@@ -5,6 +5,7 @@
     sktransfer compare DATA [--model M] [--per-class N] [--cv K] [--out DIR]
                             [--save MODEL] [--targets targets.csv [--task T]]
     sktransfer predict MODEL INPUTS... [--out preds.csv]
+    sktransfer export MODEL OUT.onnx
     sktransfer extract DATA -o codes.npz [--model M] [--layer L] [--pooling P]
     sktransfer info
 
@@ -1072,6 +1073,23 @@ def _predict(model, files, batch_size):
     return labels, proba
 
 
+def cmd_export(args):
+    """Write a saved model as one ONNX file (``sktransfer.export_onnx``)."""
+    if not Path(args.model).is_file():
+        raise UsageError(
+            f"model file {args.model!r} does not exist (write one with `sktransfer "
+            f"compare DATA --save MODEL` or sktransfer.save)."
+        )
+    _check_output_file("OUT.onnx", args.out)
+    from ._export import export_model_file
+
+    try:
+        print(export_model_file(args.model, args.out))
+    except RuntimeError as exc:  # the export's check against the model failed
+        raise UsageError(str(exc).strip().splitlines()[0]) from None
+    return 0
+
+
 def cmd_info(args):
     import platform
 
@@ -1315,6 +1333,19 @@ def build_parser():
     )
     _add_runtime_args(p)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser(
+        "export",
+        help="write a saved model as one ONNX file",
+        description="Write a model saved by `sktransfer compare --save` (or "
+        "sktransfer.save) as one ONNX file that onnxruntime and numpy alone can "
+        "serve: uint8 RGB images at the model's input size in, labels and "
+        "probabilities (or values) out, checked against the model before it is "
+        "written. See the user guide's deployment page.",
+    )
+    p.add_argument("model", metavar="MODEL", help="model file")
+    p.add_argument("out", metavar="OUT.onnx", help="the ONNX file to write")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser(
         "extract",

@@ -184,7 +184,9 @@ def test_extract_class_folders_keeps_paths_and_labels(folders, tmp_path, capsys)
         assert [Path(p).parent.name for p in z["paths"]] == list(z["labels"])
 
 
-@pytest.mark.parametrize("command", [[], ["compare"], ["predict"], ["extract"]])
+@pytest.mark.parametrize(
+    "command", [[], ["compare"], ["predict"], ["export"], ["extract"]]
+)
 def test_help_imports_no_torch(command):
     script = (
         "import sys, time\n"
@@ -394,3 +396,28 @@ def test_predict_reports_the_csv_it_wrote(
     assert rc == 0
     assert f"wrote {tmp_path.resolve() / 'preds.csv'}\n" in capsys.readouterr().out
     assert (tmp_path / "preds.csv").read_text().startswith("path,label")
+
+
+def test_export_writes_an_onnx_file_that_labels_like_predict(
+    folders, saved_model, tmp_path, capsys
+):
+    """`sktransfer export MODEL OUT.onnx`: one file, checked at export, whose
+    labels on the model's own input are predict's; bad paths are exit 2."""
+    import onnxruntime as ort
+
+    import sktransfer
+
+    model, _ = saved_model
+    out = tmp_path / "model.onnx"
+    assert main(["export", str(model), str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    fitted = sktransfer.load(model)
+    size = fitted[0].preprocessing_.input_size
+    rng = np.random.default_rng(0)
+    X = rng.integers(0, 256, size=(6, *size, 3), dtype=np.uint8)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    labels = session.run(["label"], {session.get_inputs()[0].name: X})[0]
+    np.testing.assert_array_equal(labels, fitted.predict(X))
+    assert main(["export", str(tmp_path / "missing.skt"), str(out)]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    assert main(["export", str(model), str(tmp_path / "no" / "dir.onnx")]) == 2
