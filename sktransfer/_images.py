@@ -40,6 +40,7 @@ with and without ``num_workers``.
 from __future__ import annotations
 
 import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -758,8 +759,9 @@ def iter_batches(images, preprocessor, batch_size, *, num_workers=0, indices=Non
     Stacked arrays are converted a batch at a time in this process; files and
     PIL images are decoded and resized per image (:meth:`Preprocessor.load`), in
     DataLoader worker processes when ``num_workers`` (an int, or ``"auto"``: see
-    :func:`resolve_num_workers`) asks for them. A decoding error in a worker is
-    raised here with its own message naming the file (:class:`_WorkerSafeError`).
+    :func:`resolve_num_workers`) asks for them, else one batch ahead in a
+    thread. A decoding error in a worker is raised here with its own message
+    naming the file (:class:`_WorkerSafeError`).
     """
     if indices is not None:
         images = images.subset(indices)
@@ -777,6 +779,23 @@ def iter_batches(images, preprocessor, batch_size, *, num_workers=0, indices=Non
         for batch in loader:
             yield preprocessor.normalize(batch)
         return
-    for start in range(0, n, batch_size):
-        idx = range(start, min(start + batch_size, n))
-        yield preprocessor.normalize(preprocessor.load_batch(images, idx))
+    starts = range(0, n, batch_size)
+
+    def load(start):
+        return preprocessor.load_batch(images, range(start, min(start + batch_size, n)))
+
+    if images.kind == "array" or len(starts) < 2:
+        for start in starts:
+            yield preprocessor.normalize(load(start))
+        return
+    # Files and PIL images without workers: a thread decodes the next batch
+    # while the caller runs the network on this one (PIL and the engines
+    # release the GIL), the pipelining that worker processes would give,
+    # without their start-up cost or a second copy of the data.
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        ahead = pool.submit(load, starts[0])
+        for k in range(len(starts)):
+            batch = ahead.result()
+            if k + 1 < len(starts):
+                ahead = pool.submit(load, starts[k + 1])
+            yield preprocessor.normalize(batch)

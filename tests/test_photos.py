@@ -94,6 +94,8 @@ def test_large_jpeg_is_decoded_at_reduced_scale_with_bounded_memory(
         _images, "_upright", lambda img: seen.append(img.size) or upright(img)
     )
     ext = CNNFeatureExtractor(**TINY, num_workers=0).fit([str(path)])
+    ext.transform([str(path)])  # the engine (an ONNX export, alone) outside the window
+    seen.clear()
     tracemalloc.start()
     try:
         codes = ext.transform([str(path)])
@@ -316,3 +318,24 @@ def test_finetune_on_files_with_auto_workers(tmp_path, rng_images, monkeypatch):
     np.testing.assert_array_equal(
         auto, clf.set_params(num_workers=0).predict_proba(paths)
     )
+
+
+def test_files_decode_one_batch_ahead_in_a_thread_same_pixels_same_errors(tmp_path):
+    """Without workers, files decode a batch ahead in a thread: the batches are
+    those of image-by-image loading (the same computation), in order, and a
+    corrupt file still fails with its name."""
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(7):
+        path = tmp_path / f"img{i}.png"
+        Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)).save(path)
+        paths.append(str(path))
+    pre = Preprocessor(Preprocessing(input_size=(16, 16)))
+    images = check_images(paths)
+    batches = list(iter_batches(images, pre, 2, num_workers=0))
+    assert [len(b) for b in batches] == [2, 2, 2, 1]
+    one_by_one = pre.normalize(torch.stack([pre.load(images, i) for i in range(7)]))
+    torch.testing.assert_close(torch.cat(batches), one_by_one, rtol=0, atol=0)
+    (tmp_path / "img5.png").write_bytes(b"not an image at all")
+    with pytest.raises(ValueError, match="img5.png"):
+        list(iter_batches(check_images(paths, check_files=False), pre, 2))
