@@ -23,6 +23,29 @@ def fashion():
         return X, y, "bundled 2,000-image sample"
 
 
+def timed(make, X, y, X_test):
+    """``make()`` fit on ``(X, y)`` from a cold process cache, then ``predict``
+    on ``X_test``: the predictions and the seconds of both."""
+    from sktransfer._runtime import clear_caches
+
+    clear_caches()  # every method starts cold: no activations of another
+    t0 = time.perf_counter()
+    pred = make().fit(X, y).predict(X_test)
+    return pred, time.perf_counter() - t0
+
+
+def sample_parser(doc):
+    """The command line both scripts share: samples, their sizes, the loop."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--n-train", type=int, default=300)
+    parser.add_argument("--n-test", type=int, default=500)
+    parser.add_argument("--no-loop", action="store_true", help="skip the plain loop")
+    return parser
+
+
 def plain_loop(X, Y, X_test, *, loss, epochs=15, size=96, lr=1e-3, seed=0):
     """A hand-written fine-tuning loop: EfficientNet-Lite0 (ImageNet, offline),
     a new linear head, every layer trained with AdamW for ``epochs`` epochs at

@@ -22,9 +22,7 @@ kind. Run ``python benchmarks/multilabel.py [--seeds 0 1 2]``; writes
 
 from __future__ import annotations
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 from _bench import Log, cpu_kind  # noqa: E402
-from _tasks import fashion, plain_loop  # noqa: E402
+from _tasks import fashion, plain_loop, sample_parser, timed  # noqa: E402
 from sklearn.linear_model import LogisticRegression  # noqa: E402
 from sklearn.metrics import f1_score  # noqa: E402
 from sklearn.multiclass import OneVsRestClassifier  # noqa: E402
@@ -55,19 +53,8 @@ def methods():
     }
 
 
-def timed(make, X, Y, X_test):
-    clear_caches()  # every method starts cold: no activations of another
-    t0 = time.perf_counter()
-    pred = make().fit(X, Y).predict(X_test)
-    return pred, time.perf_counter() - t0
-
-
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--n-train", type=int, default=300)
-    parser.add_argument("--n-test", type=int, default=500)
-    parser.add_argument("--no-loop", action="store_true", help="skip the plain loop")
+    parser = sample_parser(__doc__)
     args = parser.parse_args()
     X_all, y_all, source = fashion()
     log = Log()

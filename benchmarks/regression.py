@@ -17,14 +17,15 @@ angle of a Fashion-MNIST item (a geometric target) and the number of items in a
 Prints test R² and fit + predict seconds per method, then the mean and spread
 over the samples and each method's time over the plain loop's, with the CPU
 kind. Run ``python benchmarks/regression.py [--seeds 0 1 2] [--n-train 300]``;
-writes ``benchmarks/results/regression.txt``.
+writes ``benchmarks/results/regression.txt``. ``--candidate "{'max_epochs':
+15}"`` (repeatable) runs those parameter sets instead of the default methods,
+to choose the defaults (``--out`` names the result file).
 """
 
 from __future__ import annotations
 
-import argparse
+import ast
 import sys
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -32,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 from _bench import Log, cpu_kind  # noqa: E402
-from _tasks import fashion, plain_loop  # noqa: E402
+from _tasks import fashion, plain_loop, sample_parser, timed  # noqa: E402
 from sklearn.linear_model import RidgeCV  # noqa: E402
 from sklearn.metrics import r2_score  # noqa: E402
 from sklearn.pipeline import make_pipeline  # noqa: E402
@@ -47,8 +48,14 @@ TASKS = {
 }
 
 
-def methods():
-    return {
+def methods(candidates=()):
+    """The methods of one run; ``candidates`` adds ``FineTunedRegressor(**p)``
+    for each parameter dict (``--candidate``), for choosing defaults."""
+    extra = {
+        f"  {p}": (lambda p=p: FineTunedRegressor(**{"random_state": 0, **p}))
+        for p in candidates
+    }
+    return extra or {
         "FineTunedRegressor()": lambda: FineTunedRegressor(random_state=0),
         "  augment='translate'": lambda: FineTunedRegressor(
             augment="translate", random_state=0
@@ -59,20 +66,18 @@ def methods():
     }
 
 
-def timed(make, X, y, X_test):
-    clear_caches()  # every method starts cold: no activations of another
-    t0 = time.perf_counter()
-    pred = make().fit(X, y).predict(X_test)
-    return pred, time.perf_counter() - t0
-
-
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--n-train", type=int, default=300)
-    parser.add_argument("--n-test", type=int, default=500)
+    parser = sample_parser(__doc__)
     parser.add_argument("--tasks", nargs="+", default=list(TASKS))
-    parser.add_argument("--no-loop", action="store_true", help="skip the plain loop")
+    parser.add_argument(
+        "--candidate",
+        type=ast.literal_eval,
+        action="append",
+        default=[],
+        help="FineTunedRegressor parameters as a dict literal, instead of the "
+        "default methods (repeatable)",
+    )
+    parser.add_argument("--out", default="regression.txt")
     args = parser.parse_args()
     X_all, y_all, source = fashion()
     log = Log()
@@ -89,7 +94,10 @@ def main():
                 X[args.n_train :],
                 y[args.n_train :],
             )
-            runs = {name: timed(m, Xtr, ytr, Xte) for name, m in methods().items()}
+            runs = {
+                name: timed(m, Xtr, ytr, Xte)
+                for name, m in methods(args.candidate).items()
+            }
             if not args.no_loop:
                 clear_caches()
                 runs["plain loop (15 ep, 96 px)"] = plain_loop(
@@ -107,7 +115,7 @@ def main():
             ratio = f"  {t.sum() / np.sum(loop):4.2f}x the loop's time" if loop else ""
             sd = s.std(ddof=1) if len(s) > 1 else 0.0
             log.say(f"{name:28s} R2 {s.mean():6.3f} +- {sd:5.3f}{ratio}")
-    log.save("regression.txt")
+    log.save(args.out)
 
 
 if __name__ == "__main__":
