@@ -53,7 +53,7 @@ import torch
 from torch import nn
 
 from ._augment import make_augmentation
-from ._backbones import last_downsampling_block, sequential_units
+from ._backbones import sequential_units
 from ._cache import CodeCache, image_digests, state_digest
 from ._runtime import (
     process_cache,
@@ -650,9 +650,7 @@ def open_session(
             )
         return None, f"off: {reason}"
     units = cache_units(module.body, config.trainable)
-    checkpoint = checkpoint_index(
-        units, last_downsampling_block(module.body, probe.to(device))
-    )
+    checkpoint = checkpoint_index(units, plan.anatomy.last_downsampling)
     transform = make_augmentation(plan.augment, full.pre.p.input_size)
     views = plan.augment_views if transform is not None else 0
     root = plan.cache_dir

@@ -16,6 +16,7 @@ import os
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -805,13 +806,29 @@ def last_resolution_blocks(net, probe):
     the network never downsamples, like a ViT); the caller then falls back to a
     count of stages.
     """
+    return anatomy(net, probe).first_after
+
+
+class Anatomy(NamedTuple):
+    """Where a network changes resolution, read from one probe (:func:`anatomy`).
+
+    ``last_downsampling``: the name of its last downsampling block (the
+    activation cache's shared checkpoint is at its input), or None;
+    ``first_after``: the first parametrized block after it (where the default
+    fine-tuning policy starts training), or None.
+    """
+
+    last_downsampling: str | None
+    first_after: str | None
+
+
+def anatomy(net, probe):
+    """The :class:`Anatomy` of ``net`` from one forward pass on ``probe``."""
     blocks, last = _downsampling(net, probe)
     if last is None:
-        return None
-    return next(
-        (name for name, m in blocks[last + 1 :] if _has_params(m)),
-        None,
-    )
+        return Anatomy(None, None)
+    after = next((name for name, m in blocks[last + 1 :] if _has_params(m)), None)
+    return Anatomy(blocks[last][0], after)
 
 
 def last_downsampling_block(net, probe):
@@ -822,5 +839,4 @@ def last_downsampling_block(net, probe):
     a frozen body) derives from it by running the few low-resolution blocks in
     between (see :class:`sktransfer._activations.ActivationSet`).
     """
-    blocks, last = _downsampling(net, probe)
-    return None if last is None else blocks[last][0]
+    return anatomy(net, probe).last_downsampling

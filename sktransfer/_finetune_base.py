@@ -52,6 +52,7 @@ from ._activations import (
     predict_from_stores,
 )
 from ._augment import make_augmentation
+from ._backbones import anatomy
 from ._base import _ImageEstimatorMixin
 from ._cache import image_digests, resolve_cache_dir, state_digest
 from ._doclink import DocLinkMixin
@@ -234,9 +235,9 @@ class BaseFineTuned(DocLinkMixin, _ImageEstimatorMixin, BaseEstimator):
 
     def _plan(self, module, drop_sites, head_init, images, runtime):
         """The :class:`FitPlan`: every ``"auto"`` resolved, parameters frozen."""
-        p = self.preprocessing_
+        body = self._anatomy(module.body, self.preprocessing_)
         train_layers, trainable = resolve_train_layers(
-            module, self.train_layers, self.bn, p
+            module, self.train_layers, self.bn, body
         )
         for name, param in module.body.named_parameters():
             param.requires_grad_(name in trainable)
@@ -252,7 +253,17 @@ class BaseFineTuned(DocLinkMixin, _ImageEstimatorMixin, BaseEstimator):
             cache=self.cache is not False,
             cache_dir=self._cache_dir(),
             runtime=runtime,
+            anatomy=body,
         )
+
+    @staticmethod
+    def _anatomy(body, preprocessing):
+        """The one reading of the body's cut points per fit: where it changes
+        resolution (:class:`~sktransfer._backbones.Anatomy`), from one blank
+        probe at the fit's input size. The default ``train_layers`` and the
+        activation cache's checkpoint read it from the plan."""
+        p = preprocessing
+        return anatomy(body, torch.zeros(2, p.in_chans, *p.input_size))
 
     def _warn_idle_drop_path(self, drop_sites, trainable, train_layers):
         dropped = [

@@ -26,7 +26,6 @@ from ._activations import run_units, target_item
 from ._backbones import (
     backbone_stages,
     find_head,
-    last_resolution_blocks,
     load_backbone,
     strip_head,
 )
@@ -376,7 +375,7 @@ class FineTuneModule(nn.Module):
 
 # -------------------------------------------------------------------- the plan
 # train_layers="auto" is the blocks after the last downsampling
-# (_backbones.last_resolution_blocks); this many last stages when the network
+# (_backbones.Anatomy.first_after); this many last stages when the network
 # never downsamples.
 AUTO_TRAIN_LAYERS = 3
 
@@ -408,6 +407,9 @@ class FitPlan:
         Where the activation cache is also written for other processes.
     runtime : RuntimePolicy
         Device, precision, memory format and engine of the fit.
+    anatomy : Anatomy
+        Where the body changes resolution (:func:`sktransfer._backbones.anatomy`):
+        the default ``train_layers`` and the activation cache's checkpoint.
     """
 
     train_layers: Any
@@ -418,6 +420,7 @@ class FitPlan:
     cache: bool
     cache_dir: Path | None
     runtime: RuntimePolicy
+    anatomy: Any
 
     def report(self, cache, precision):
         """``policy_``: the resolved ``"auto"`` values, where the activation
@@ -473,15 +476,14 @@ def build_module(est, n_outputs, head_init, generator, probe):
     return BuiltModule(module, prep, drop_sites, head_name, state_keys)
 
 
-def resolve_train_layers(module, train_layers, bn, preprocessing):
+def resolve_train_layers(module, train_layers, bn, anatomy):
     """``train_layers`` with ``"auto"`` resolved, and the body parameters it trains.
 
+    ``anatomy`` is the body's :class:`~sktransfer._backbones.Anatomy`;
     ``bn="train"`` adds every BatchNorm's scale and shift.
     """
     if train_layers == "auto":
-        p = preprocessing
-        probe = torch.zeros(2, p.in_chans, *p.input_size)
-        start = last_resolution_blocks(module.body, probe)
+        start = anatomy.first_after
         train_layers = AUTO_TRAIN_LAYERS if start is None else start
     trainable = resolve_trainable(module.body, train_layers)
     if bn == "train":
