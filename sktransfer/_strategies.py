@@ -301,8 +301,8 @@ def _finetune(
     :func:`top_blocks`) and what follows them; ``freeze_epochs`` trains the head
     alone first (linear probe, then fine-tune: a random head's large gradients
     would otherwise wreck the pretrained features). From scratch (``pretrained=
-    False``) every layer learns at the head's rate. ``lr=None`` keeps the
-    estimator's own default.
+    False``) every layer learns at the head's rate. ``lr``, ``train_layers``
+    or ``max_epochs`` of None keep the estimator's own default.
     """
 
     def factory(ctx):
@@ -314,12 +314,14 @@ def _finetune(
             kwargs["backbone_lr"] = lr
         if lr is not None:
             kwargs["lr"] = lr
+        if layers is not None:
+            kwargs["train_layers"] = layers
+        if max_epochs is not None:
+            kwargs["max_epochs"] = max_epochs
         return estimator(
             model=ctx.model,
             weights=ctx.weights if pretrained else None,
-            train_layers=layers,
             freeze_epochs=freeze_epochs,
-            max_epochs=max_epochs,
             input_size=finetune_input_size(ctx.input_size),
             device=ctx.device,
             precision=ctx.precision,
@@ -455,7 +457,7 @@ STRATEGIES = {
             "finetune",
             # the regressor's own train_layers / lr / epochs: its defaults are
             # the ones chosen on regression tasks
-            _finetune("auto", 8, estimator=FineTunedRegressor, lr=None),
+            _finetune(None, None, estimator=FineTunedRegressor, lr=None),
             tasks=(REGRESSION,),
         ),
         # ---- multi-label 0/1 indicators (ranked by micro-F1); FineTunedClassifier

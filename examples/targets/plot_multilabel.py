@@ -2,15 +2,15 @@
 Several labels per image: which items are in the mosaic?
 ========================================================
 
-:class:`~sktransfer.FineTunedClassifier` accepts a 2-D 0/1 indicator ``y``
-(scikit-learn's multilabel convention, as ``MLPClassifier`` does): one
+:class:`~sktransfer.FineTunedClassifier` accepts an indicator matrix ``y``
+of zeros and ones (scikit-learn's multilabel convention, as ``MLPClassifier`` does): one
 sigmoid output per label, trained with binary cross-entropy. ``predict``
 returns the indicator matrix, ``predict_proba`` each label's probability, and
 scikit-learn's multilabel metrics (micro / macro F1) apply as they are.
 
-Mosaics of 2 to 4 Fashion-MNIST items (the bundled sample) are tagged with the
+Mosaics of a few Fashion-MNIST items (the bundled sample) are tagged with the
 classes that appear; we compare the fine-tuned classifier with CNN codes +
-``OneVsRestClassifier(LogisticRegression())`` on 300 training mosaics.
+``OneVsRestClassifier(LogisticRegression())``, trained on half of the mosaics.
 """
 
 # %%
