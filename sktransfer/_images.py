@@ -793,9 +793,12 @@ def iter_batches(images, preprocessor, batch_size, *, num_workers=0, indices=Non
     # one -- PIL and the engines release the GIL --, the pipelining that
     # worker processes would give, without their start-up cost or a second
     # copy of the data. An image's pixels are load()'s, as in load_batch.
+    # PIL images decode in one thread: a list may hold one image object
+    # twice, and a lazily loaded image is not safe to load from two threads.
+    threads = available_cores() if images.kind == "paths" else 1
     with (
         ThreadPoolExecutor(max_workers=1) as ahead_pool,
-        ThreadPoolExecutor(max_workers=available_cores()) as decoders,
+        ThreadPoolExecutor(max_workers=threads) as decoders,
     ):
 
         def decode(start):
