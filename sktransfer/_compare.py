@@ -30,10 +30,10 @@ strategies take the images themselves and are skipped once ``time_budget`` is sp
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass, field
-from functools import cached_property
 from numbers import Integral, Real
 
 import numpy as np
@@ -51,11 +51,11 @@ from sklearn.utils.validation import check_array
 from threadpoolctl import threadpool_limits
 from torch import nn
 
-from ._backbones import model_display_name
+from ._backbones import load_backbone, model_display_name
 from ._extractor import CNNFeatureExtractor
 from ._images import check_images
 from ._labels import check_no_missing_labels
-from ._report import StrategyReport
+from ._report import StrategyReport, settings_text
 from ._runtime import PRECISIONS, library_versions, resolve_policy
 from ._strategies import (
     CLASSIFICATION,
@@ -82,8 +82,8 @@ def _log(verbose, msg):
 
 @validate_params(
     {
-        # one backbone (a name or a module); several: a later version
-        "model": [str, nn.Module],
+        # one backbone (a name or a module), or a list of them
+        "model": [str, nn.Module, list, tuple],
         "weights": "no_validation",  # checked by the backbone loader
         "strategies": [str, list, tuple],
         "task": [StrOptions({"auto", *TASKS})],
@@ -150,8 +150,15 @@ def compare_strategies(
     y : array-like of shape (n_samples,) or (n_samples, n_targets)
         Class labels of any type; real values (one column per target); or a 0/1
         indicator matrix, one column per label.
-    model, weights : backbone spec, default="efficientnet_lite0", "imagenet"
-        As in :class:`~sktransfer.CNNFeatureExtractor`.
+    model : backbone spec or list of them, default="efficientnet_lite0"
+        As in :class:`~sktransfer.CNNFeatureExtractor`; a list (e.g.
+        ``["efficientnet_lite0", "efficientnet_lite1"]``) compares every
+        strategy on every backbone in one ranked report (a row per strategy and
+        backbone, the backbone in its column; the pixel baseline, which uses
+        none, once). Each backbone is loaded before any other work: an unknown
+        name is a ``ValueError`` naming it.
+    weights : str, path or None, default="imagenet"
+        As in :class:`~sktransfer.CNNFeatureExtractor`, for every backbone.
     strategies : "auto", "all", str or list of str, default="auto"
         Names from ``sktransfer.model_selection.STRATEGIES`` (a
         comma-separated string works too); ``"auto"`` picks by task and data
@@ -176,10 +183,11 @@ def compare_strategies(
     random_state : int, default=None
         Seeds the folds and the strategies' estimators.
     input_size : int, default=None
-        Image size for the backbone (``None``: the weights' own, e.g. 224).
-        Smaller is faster. With ``None``, fine-tuning strategies on a CPU run at
-        96 px (``finetune_input_size``); the report's ``layer`` column says
-        the size each one used.
+        Image size for every strategy. ``None``: each strategy runs at its own
+        default size -- codes and ``finetune_defaults`` at the weights' own
+        (224 px for EfficientNet-Lite0), the other fine-tuning strategies at
+        96 px on a CPU (``finetune_input_size``). Smaller is faster; the
+        report's ``input_size`` column says the size each row used.
     device : {"auto", "cpu", "cuda", "cuda:N"}, default="auto"
         Where the networks run (extraction and fine-tuning).
     precision : {"auto", "fp32", "bf16", "fp16"}, default="auto"
@@ -208,27 +216,35 @@ def compare_strategies(
     every codes-based strategy and fold reuses them: the extractor is not fitted
     on labels, so sharing it across folds leaks nothing.
 
+    Each row records its input size, its settings (the estimator's parameters
+    that differ from its defaults) and ``time``, what one fold costs on its
+    own (fit + predict, plus the codes' extraction for codes strategies), so
+    accuracy can be weighed against cost. ``finetune_defaults`` is
+    ``FineTunedClassifier()`` with its defaults (settings ``"defaults"``);
+    ``"auto"`` includes it up to 500 images per class.
+
     Examples
     --------
     >>> from sktransfer import compare_strategies
     >>> from sktransfer.datasets import load_fashion_mnist_sample
     >>> X, y = load_fashion_mnist_sample(return_X_y=True)
-    >>> report = compare_strategies(X, y, input_size=96, cv=5)  # doctest: +SKIP
+    >>> report = compare_strategies(X, y, cv=5)  # doctest: +SKIP
     >>> print(report)  # doctest: +SKIP
     classification: 5-fold CV accuracy on 1000 images, 10 classes; backbone ...
-    rank  strategy        score           fit s  pred s  description
-    1     earlier_svc     ...
+    rank  strategy           score           size  time s  settings
+    1     finetune_defaults  ...
     >>> report.best_estimator_.predict(X[:3])  # doctest: +SKIP
     array([9, 0, 0])
     """
     t0 = time.perf_counter()
+    models = _check_backbones(model, weights)
     task = target_task(y, task)
     images, Xi, y, targets = _check_data(X, y, task)
     scoring = TASK_SCORING[task] if scoring is None else scoring
     names = resolve_strategies(strategies, len(y), targets.n_classes, task)
     splits = _make_splits(cv, y, random_state, verbose, task)
     ctx = StrategyContext(
-        model=model,
+        model=models[0],
         weights=weights,
         input_size=input_size,
         random_state=random_state,
@@ -240,21 +256,26 @@ def compare_strategies(
         n_outputs=targets.n_outputs,
     )
     runtime = _resolve_runtime(ctx)  # a bad device / precision fails here, early
-    inputs = _SharedInputs(Xi, images, ctx, verbose)
+    contexts = [dataclasses.replace(ctx, model=m) for m in models]
+    inputs = _SharedInputs(Xi, images, contexts, verbose)
+    pairs = _pairs(names, len(models))
     _log(
         verbose,
-        f"comparing {len(names)} {task} strategies on {len(y)} images, "
-        f"{targets.text}, {len(splits)}-fold CV ({_scoring_name(scoring)})",
+        f"comparing {len(names)} {task} strategies"
+        + (f" x {len(models)} backbones" if len(models) > 1 else "")
+        + f" on {len(y)} images, {targets.text}, {len(splits)}-fold CV "
+        f"({_scoring_name(scoring)})",
     )
     runs = []
-    for i, name in enumerate(names, 1):
+    for i, (name, b) in enumerate(pairs, 1):
         strat = STRATEGIES[name]
-        prefix = f"[{i}/{len(names)}] {name}"
+        backbone = inputs.backbone_name(strat, b)
+        on = f" ({backbone})" if len(models) > 1 and backbone else ""
+        prefix = f"[{i}/{len(pairs)}] {name}{on}"
         spent = time.perf_counter() - t0
         if strat.kind == "finetune" and time_budget is not None and spent > time_budget:
-            runs.append(
-                _Run.not_run(strat, f"skipped (time budget {time_budget:g} s spent)")
-            )
+            status = f"skipped (time budget {time_budget:g} s spent)"
+            runs.append(_Run.not_run(strat, status, backbone))
             _log(
                 verbose,
                 f"{prefix}: skipped, time budget of {time_budget:g} s exceeded "
@@ -263,14 +284,17 @@ def compare_strategies(
             continue
         _log(verbose, f"{prefix}: {strat.description} ...")
         runs.append(
-            _cross_validate(strat, ctx, inputs, y, splits, scoring, n_jobs, verbose)
+            _cross_validate(strat, contexts[b], inputs, b, y, splits, scoring, n_jobs)
         )
 
-    info = _run_info(ctx, runtime, inputs, splits, scoring, strategies, names, runs)
+    info = _run_info(
+        ctx, models, runtime, inputs, splits, scoring, strategies, names, runs
+    )
     report = StrategyReport([run.row for run in runs], info)
     if refit and report.best_name_ is not None:
-        _log(verbose, f"refitting {report.best_name_} on all {len(y)} images ...")
-        best = next(run for run in runs if run.row["strategy"] == report.best_name_)
+        best = next(run for run in runs if run.row is report.results_[0])
+        on = f" on {report.best_backbone_}" if report.best_backbone_ else ""
+        _log(verbose, f"refitting {report.best_name_}{on} on all {len(y)} images ...")
         report.best_estimator_ = best.refit(y)
     info["total_time"] = time.perf_counter() - t0
     return report
@@ -491,45 +515,97 @@ def _make_splits(cv, y, random_state, verbose, task=CLASSIFICATION):
     return list(splitter.split(np.zeros((len(y), 1)), y))
 
 
+def _check_backbones(model, weights):
+    """The backbones of the run, as a list; each one loaded before any other work.
+
+    ``model`` is one backbone or a list of them. Loading is the check: the loader
+    names an unknown model (with close matches) or weights it cannot take, and
+    keeps the network for the extraction and fits that follow.
+    """
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    if not models:
+        raise ValueError("model is an empty list; name at least one backbone.")
+    for m in models:
+        if not isinstance(m, (str, nn.Module)):
+            raise TypeError(
+                f"model lists {m!r} ({type(m).__name__}); each backbone is a name "
+                f"(str) or a torch.nn.Module."
+            )
+    shown = [model_display_name(m) for m in models]
+    if len(set(shown)) != len(shown):
+        twice = sorted({n for n in shown if shown.count(n) > 1})
+        raise ValueError(
+            f"model lists the backbone(s) {twice} twice; each report row names its "
+            f"backbone, so list each one once."
+        )
+    for m, name in zip(models, shown, strict=True):
+        try:
+            load_backbone(m, weights)
+        except (ValueError, TypeError, ImportError, OSError, RuntimeError) as exc:
+            which = f"backbone {name!r} of model={shown}" if len(models) > 1 else ""
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise type(exc)(f"{which}: {msg}" if which else msg) from exc
+    return models
+
+
+def _pairs(names, n_models):
+    """``(strategy name, backbone index)`` in run order: backbone by backbone.
+
+    The pixel baselines use no backbone: they run once, with the first.
+    """
+    pairs = []
+    for b in range(n_models):
+        pairs += [(n, b) for n in names if b == 0 or STRATEGIES[n].kind != "pixels"]
+    return pairs
+
+
 class _SharedInputs:
     """What strategies consume, computed once per run and shared by them all.
 
     Codes strategies get ``(fitted extractor, codes of all images)`` per
-    ``(layer, pooling)``; the pixel baseline gets its pixels; fine-tuning
-    strategies get the images. The only cache of a run.
+    ``(backbone, layer, pooling)``; the pixel baseline gets its pixels;
+    fine-tuning strategies get the images. The only cache of a run.
     """
 
-    def __init__(self, X, images, ctx, verbose):
+    def __init__(self, X, images, contexts, verbose):
         self.X = X
         self.images = images
-        self.ctx = ctx
+        self.contexts = contexts  # one StrategyContext per backbone
+        self.names = [model_display_name(c.model) for c in contexts]
         self.verbose = verbose
         self._store = {}  # key -> (transformer fitted, features, seconds)
+        self._earlier = {}  # backbone index -> its "earlier layer"
 
-    @cached_property
-    def earlier(self):
-        """The backbone's "earlier layer", resolved once."""
-        return earlier_layer(self.ctx.model, self.ctx.weights)
+    def backbone_name(self, strat, b):
+        """The backbone a strategy runs on (``None``: the pixels use none)."""
+        return None if strat.kind == "pixels" else self.names[b]
 
-    def for_strategy(self, strat):
+    def earlier(self, b):
+        """Backbone ``b``'s "earlier layer", resolved once."""
+        if b not in self._earlier:
+            ctx = self.contexts[b]
+            self._earlier[b] = earlier_layer(ctx.model, ctx.weights)
+        return self._earlier[b]
+
+    def for_strategy(self, strat, b):
         """``(transformer or None, features, layer text, extraction seconds)``."""
         if strat.kind == "codes":
-            layer = self.earlier if strat.layer == EARLIER else strat.layer
+            layer = self.earlier(b) if strat.layer == EARLIER else strat.layer
             layer = None if layer == PENULTIMATE else layer
-            key = ("codes", layer, (strat.pooling or "avg") if layer else None)
+            key = ("codes", b, layer, (strat.pooling or "avg") if layer else None)
             transformer, features, seconds = self._get(key)
-            return transformer, features, _key_name(key), seconds
+            return transformer, features, _layer_name(key), seconds
         if strat.kind == "pixels":
             size = _pixel_size(self.images)
-            transformer, features, _ = self._get(("pixels", size))
-            return transformer, features, f"pixels {size}x{size}", 0.0
+            transformer, features, seconds = self._get(("pixels", size))
+            return transformer, features, f"pixels {size}x{size}", seconds
         return None, self.X, None, 0.0
 
     def _get(self, key):
         if key not in self._store:
             ts = time.perf_counter()
             if key[0] == "codes":
-                transformer = self.extractor(layer=key[1], pooling=key[2] or "avg")
+                transformer = self.extractor(key[1], key[2], key[3] or "avg")
             else:
                 transformer = PixelFeatures(size=key[1])
             features = transformer.fit(self.X).transform(self.X)
@@ -537,14 +613,15 @@ class _SharedInputs:
             if key[0] == "codes":
                 _log(
                     self.verbose,
-                    f"    codes {_key_name(key)}: {features.shape[1]} features, "
-                    f"{self._store[key][2]:.1f} s (shared by later strategies)",
+                    f"    codes {self._key_name(key)}: {features.shape[1]} "
+                    f"features, {self._store[key][2]:.1f} s (shared by later "
+                    f"strategies)",
                 )
         return self._store[key]
 
-    def extractor(self, layer=None, pooling="avg"):
-        """A ``CNNFeatureExtractor`` (unfitted) for the run's backbone."""
-        ctx = self.ctx
+    def extractor(self, b, layer=None, pooling="avg"):
+        """A ``CNNFeatureExtractor`` (unfitted) for backbone ``b`` of the run."""
+        ctx = self.contexts[b]
         return CNNFeatureExtractor(
             model=ctx.model,
             weights=ctx.weights,
@@ -561,15 +638,15 @@ class _SharedInputs:
         return [transformer for transformer, _, _ in self._store.values()]
 
     def extractions(self):
-        """``{layer text: seconds}`` of the codes extracted."""
-        return {_key_name(k): v[2] for k, v in self._store.items() if k[0] == "codes"}
+        """``{layer text: seconds}`` of the codes extracted (backbone first when
+        several)."""
+        return {
+            self._key_name(k): v[2] for k, v in self._store.items() if k[0] == "codes"
+        }
 
-    def input_size_text(self):
-        for key, (extractor, _, _) in self._store.items():
-            if key[0] == "codes":
-                h, w = extractor.preprocessing_.input_size
-                return str(h) if h == w else f"{h}x{w}"
-        return "default" if self.ctx.input_size is None else str(self.ctx.input_size)
+    def _key_name(self, key):
+        several = len(self.names) > 1
+        return (f"{self.names[key[1]]} " if several else "") + _layer_name(key)
 
 
 @dataclass
@@ -584,9 +661,9 @@ class _Run:
     estimator_params: dict = field(default_factory=dict)
 
     @classmethod
-    def not_run(cls, strat, status):
+    def not_run(cls, strat, status, backbone=None):
         """A strategy skipped or failed: a report row without scores."""
-        return cls(_row(strat, status), kind=strat.kind)
+        return cls(_row(strat, status, backbone), kind=strat.kind)
 
     def refit(self, y):
         """The winner as one estimator taking images, fitted without re-extracting."""
@@ -598,9 +675,10 @@ class _Run:
         return Pipeline([(name, self.transformer), ("head", head)])
 
 
-def _row(strat, status, layer=None):
+def _row(strat, status, backbone=None, layer=None):
     return {
         "strategy": strat.name,
+        "backbone": backbone,
         "kind": strat.kind,
         "description": strat.description,
         "layer": layer,
@@ -608,20 +686,26 @@ def _row(strat, status, layer=None):
         "mean": float("nan"),
         "std": float("nan"),
         "scores": [],
+        "input_size": None,
+        "settings": None,
+        "time": float("nan"),
         "fit_time": float("nan"),
         "predict_time": float("nan"),
         "extract_time": 0.0,
     }
 
 
-def _cross_validate(strat, ctx, inputs, y, splits, scoring, n_jobs, verbose):
-    """Score one strategy on the shared folds; a failure is a result, not a crash."""
+def _cross_validate(strat, ctx, inputs, b, y, splits, scoring, n_jobs):
+    """Score one strategy on backbone ``b`` and the shared folds; a failure is a
+    result, not a crash."""
+    verbose = inputs.verbose
+    backbone = inputs.backbone_name(strat, b)
     estimator = strat.factory(ctx)
     try:
-        transformer, features, layer, seconds = inputs.for_strategy(strat)
+        transformer, features, layer, seconds = inputs.for_strategy(strat, b)
+        size = _input_size(strat, ctx, transformer, estimator)
         if strat.kind == "finetune":
-            size = getattr(estimator, "input_size", None)
-            layer = f"images at {size} px" if size else "images"
+            layer = f"images at {size} px"
         with _small_head_threads(strat.kind):
             cvres = cross_validate(
                 estimator,
@@ -635,17 +719,23 @@ def _cross_validate(strat, ctx, inputs, y, splits, scoring, n_jobs, verbose):
     except Exception as exc:  # noqa: BLE001 - one strategy failing is a result
         msg = str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
         _log(verbose, f"    failed: {msg}")
-        return _Run.not_run(strat, f"failed ({type(exc).__name__}: {msg})")
+        return _Run.not_run(strat, f"failed ({type(exc).__name__}: {msg})", backbone)
     scores = np.asarray(cvres["test_score"], dtype=float)
-    row = _row(strat, "ok", layer)
+    row = _row(strat, "ok", backbone, layer)
+    settings = settings_text(estimator)
     row.update(
         scores=scores.tolist(),
         mean=float(scores.mean()),
         std=float(scores.std()),
+        input_size=size,
+        # codes and pixels: which features the head sits on, then the head
+        settings=settings if strat.kind == "finetune" else f"{layer}: {settings}",
         fit_time=float(np.mean(cvres["fit_time"])),
         predict_time=float(np.mean(cvres["score_time"])),
         extract_time=seconds,
     )
+    # one fold on its own: fit + predict, and the codes of its images
+    row["time"] = row["fit_time"] + row["predict_time"] + seconds
     _log(
         verbose,
         f"    {_scoring_name(scoring)} {row['mean']:.3f} +- {row['std']:.3f} "
@@ -661,6 +751,19 @@ def _cross_validate(strat, ctx, inputs, y, splits, scoring, n_jobs, verbose):
     )
 
 
+def _input_size(strat, ctx, transformer, estimator):
+    """The size a strategy's images are resized to, as text (``"224"``)."""
+    if strat.kind == "pixels":
+        size = (transformer.size, transformer.size)
+    elif strat.kind == "codes":
+        size = transformer.preprocessing_.input_size
+    else:
+        size = getattr(estimator, "input_size", None)
+        if size is None:  # the weights' own
+            size = load_backbone(ctx.model, ctx.weights)[1].input_size
+    return _size_text(size)
+
+
 def _resolve_runtime(ctx):
     """``{"device": ..., "precision": ..., "cpu_kind": ...}`` the networks run in."""
     policy = resolve_policy(ctx.device, ctx.precision)
@@ -672,8 +775,8 @@ def _resolve_runtime(ctx):
     }
 
 
-def _run_info(ctx, runtime, inputs, splits, scoring, strategies, names, runs):
-    """The report's metadata: data, backbone, runtime, versions, seeds."""
+def _run_info(ctx, models, runtime, inputs, splits, scoring, strategies, names, runs):
+    """The report's metadata: data, backbones, runtime, versions, seeds."""
     engines = {
         run.estimator_params["engine"]
         for run in runs
@@ -692,11 +795,13 @@ def _run_info(ctx, runtime, inputs, splits, scoring, strategies, names, runs):
         "n_samples": ctx.n_samples,
         "n_classes": None if ctx.task == REGRESSION else ctx.n_classes,
         "n_targets": ctx.n_outputs,
-        "model": model_display_name(ctx.model),
+        "model": ", ".join(model_display_name(m) for m in models),
+        "models": [model_display_name(m) for m in models],
         "weights": ctx.weights
         if isinstance(ctx.weights, (str, type(None)))
         else str(ctx.weights),
-        "input_size": inputs.input_size_text(),
+        # the caller's size, for every strategy; None: each one's own (rows)
+        "input_size": None if ctx.input_size is None else _size_text(ctx.input_size),
         "strategies": strategies.strip() if automatic else ",".join(names),
         **runtime,
         "engine": ",".join(sorted(map(str, engines))) if engines else None,
@@ -726,9 +831,17 @@ def _small_head_threads(kind):
     return threadpool_limits(1, user_api="blas")
 
 
-def _key_name(key):
-    _, layer, pooling = key
+def _layer_name(key):
+    _, _, layer, pooling = key
     return "penultimate" if layer is None else f"{layer}/{pooling}"
+
+
+def _size_text(size):
+    """``224`` -> ``"224"``, ``(240, 200)`` -> ``"240x200"``."""
+    if isinstance(size, Integral):
+        return str(int(size))
+    h, w = size
+    return str(h) if h == w else f"{h}x{w}"
 
 
 def _indexable(X):

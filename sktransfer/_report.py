@@ -1,25 +1,114 @@
-"""StrategyReport: the ranked result of compare_strategies (table, JSON, CSV, plot)."""
+"""StrategyReport: the ranked result of compare_strategies (table, JSON, CSV, plot).
+
+It also owns how a row reads an estimator's settings (``settings_text``: the
+parameters that differ from the estimator's defaults).
+"""
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 
 import numpy as np
 
-__all__ = ["StrategyReport"]
+__all__ = ["StrategyReport", "settings_text"]
 
 _COLUMNS = (
     "strategy",
+    "backbone",
     "kind",
     "status",
     "mean",
     "std",
+    "input_size",
+    "time",
     "fit_time",
     "predict_time",
     "extract_time",
+    "settings",
     "description",
 )
+
+# Parameters a strategy's estimator takes from the run, not from the strategy:
+# the report has columns (backbone, input size) or metadata (device, seed) for them
+RUN_PARAMS = frozenset(
+    {"model", "weights", "input_size", "device", "precision", "random_state", "verbose"}
+)
+
+
+def settings_text(estimator):
+    """The parameters of ``estimator`` that differ from its class's defaults, short.
+
+    ``"defaults"`` when none do. The run's own parameters (``RUN_PARAMS``: the
+    backbone, input size, device, precision, seed, verbosity) are left out. A
+    ``Pipeline`` reads as its steps joined by ``+``, and an estimator held by a
+    parameter (a meta-estimator's ``estimator``) as ``Name(changes)``.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import LogisticRegression
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> settings_text(LogisticRegression(C=0.5, random_state=0))
+    'C=0.5'
+    >>> settings_text(make_pipeline(StandardScaler(), LogisticRegression(C=0.5)))
+    'StandardScaler + LogisticRegression(C=0.5)'
+    """
+    steps = getattr(estimator, "steps", None)
+    if isinstance(steps, list):
+        return " + ".join(_named_settings(step) for _, step in steps)
+    return ", ".join(_changed_params(estimator)) or "defaults"
+
+
+def _named_settings(estimator):
+    steps = getattr(estimator, "steps", None)
+    if isinstance(steps, list):
+        return settings_text(estimator)
+    changed = _changed_params(estimator)
+    name = type(estimator).__name__
+    return f"{name}({', '.join(changed)})" if changed else name
+
+
+def _changed_params(estimator):
+    """``["name=value", ...]`` of the parameters that differ from the defaults."""
+    try:
+        defaults = inspect.signature(type(estimator).__init__).parameters
+    except (TypeError, ValueError):  # pragma: no cover - a builtin __init__
+        defaults = {}
+    out = []
+    for name, value in estimator.get_params(deep=False).items():
+        if name in RUN_PARAMS:
+            continue
+        default = getattr(defaults.get(name), "default", inspect.Parameter.empty)
+        if _same(value, default):
+            continue
+        if hasattr(value, "get_params") and not isinstance(value, type):
+            text = _named_settings(value)  # an estimator held by a meta-estimator
+            out.append(text if name in ("estimator", "regressor") else f"{name}={text}")
+        else:
+            out.append(f"{name}={_value_text(value)}")
+    return out
+
+
+def _same(value, default):
+    if value is default:
+        return True
+    if type(value) is not type(default) and not (
+        isinstance(value, (int, float)) and isinstance(default, (int, float))
+    ):
+        return False
+    try:
+        return bool(value == default)
+    except (TypeError, ValueError):  # arrays and the like: shown as set
+        return False
+
+
+def _value_text(value):
+    if isinstance(value, float):
+        return f"{value:g}"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 class StrategyReport:
@@ -31,12 +120,18 @@ class StrategyReport:
     Attributes
     ----------
     results_ : list of dict
-        One row per strategy: ``strategy``, ``kind``, ``status`` ("ok",
-        "unavailable: ...", "skipped: ...", "failed: ..."), ``mean`` / ``std`` of
-        the fold scores, ``scores`` (per fold), ``fit_time`` / ``predict_time``
-        (mean seconds per fold; for codes strategies the head only),
-        ``extract_time`` (seconds spent once extracting the shared codes),
-        ``layer``, ``description``.
+        One row per strategy and backbone: ``strategy``, ``backbone`` (``None``
+        for the pixel baselines, which use none), ``kind``, ``status`` ("ok",
+        "unavailable: ...", "skipped: ...", "failed: ..."), ``mean`` / ``std``
+        of the fold scores, ``scores`` (per fold), ``input_size`` (the size
+        the images were resized to, e.g. ``"224"``), ``settings`` (the
+        estimator's parameters that differ from its defaults, see
+        ``settings_text``; codes strategies start with their layer),
+        ``fit_time`` / ``predict_time`` (mean seconds per fold; for codes
+        strategies the head only), ``extract_time`` (seconds spent once
+        extracting the shared codes of all images), ``time`` (what one fold
+        costs on its own: fit + predict, plus the codes' extraction for codes
+        strategies), ``layer``, ``description``.
     task_ : {"classification", "regression", "multilabel"}
         What the targets were (``info_["task"]``).
     scoring_ : str
@@ -44,6 +139,8 @@ class StrategyReport:
         ``"f1_micro"`` unless another scorer was passed.
     best_name_ : str or None
         The strategy with the highest mean score.
+    best_backbone_ : str or None
+        The backbone the winner ran on (``None`` for a pixel baseline).
     best_score_ : float
     best_estimator_ : estimator or None
         The winner refit on all data, taking images (for codes strategies a
@@ -67,6 +164,7 @@ class StrategyReport:
         self.results_ = ok + rest
         self.info_ = info
         self.best_name_ = ok[0]["strategy"] if ok else None
+        self.best_backbone_ = ok[0].get("backbone") if ok else None
         self.best_score_ = ok[0]["mean"] if ok else float("nan")
         self.best_estimator_ = best_estimator
 
@@ -144,7 +242,7 @@ class StrategyReport:
         if ax is None:
             _, ax = plt.subplots(figsize=(7.5, 0.45 * max(len(ok), 2) + 1.3))
         info = self.info_
-        names = [r["strategy"] for r in ok]
+        names = [_row_label(r, self._several_backbones()) for r in ok]
         means = np.array([r["mean"] for r in ok], dtype=float)
         folds = [np.asarray(r["scores"], dtype=float) for r in ok]
         all_scores = np.concatenate([means, *folds]) if ok else np.zeros(1)
@@ -184,49 +282,61 @@ class StrategyReport:
         return ax
 
     # ------------------------------------------------------------- printing
+    def _several_backbones(self):
+        return len({r.get("backbone") for r in self.results_} - {None}) > 1
+
     def format_table(self):
-        """The readable table that ``str(report)`` returns."""
+        """The readable table that ``str(report)`` returns.
+
+        One row per strategy (and backbone, when several were compared): the
+        score, the input size, ``time s`` (one fold on its own: fit + predict,
+        the codes' extraction included) and the settings; the files
+        (``to_csv``, ``to_json``) add the fit / predict / extraction seconds and
+        the description.
+        """
         info = self.info_
+        several = self._several_backbones()
+        size = info.get("input_size")
         head = (
             f"{self.task_}: {info.get('n_splits')}-fold CV {info.get('scoring')} on "
             f"{info.get('n_samples')} images, {_targets_text(info)}; "
-            f"backbone {info.get('model')} ({info.get('weights')}) at "
-            f"{info.get('input_size')} px"
+            f"backbone{'s' * several} {info.get('model')} ({info.get('weights')})"
+            + (f" at {size} px" if size is not None else "")
         )
-        rows = [("rank", "strategy", "score", "fit s", "pred s", "description")]
+        titles = ["rank", "strategy", "backbone", "score", "size", "time s"]
+        rows = []
         for r in self.results_:
+            cells = [str(r["rank"] or "-"), r["strategy"], r.get("backbone") or "-"]
             if r["status"] == "ok":
-                score = f"{r['mean']:.3f} +- {r['std']:.3f}"
-                rows.append(
-                    (
-                        str(r["rank"]),
-                        r["strategy"],
-                        score,
-                        f"{r['fit_time']:.2f}",
-                        f"{r['predict_time']:.2f}",
-                        r["description"],
-                    )
-                )
+                cells += [
+                    f"{r['mean']:.3f} +- {r['std']:.3f}",
+                    str(r.get("input_size") or "-"),
+                    f"{r.get('time', float('nan')):.2f}",
+                    r.get("settings") or "",
+                ]
             else:
-                rows.append(("-", r["strategy"], r["status"], "", "", ""))
-        scored = [row for row in rows if row[0] != "-"]
+                cells += [r["status"]]
+            rows.append(cells)
+        if not several:
+            titles.pop(2)
+            for cells in rows:
+                cells.pop(2)
+        n = len(titles)
+        scored = [c for c in rows if len(c) > n]
         widths = [
-            max(len(row[i]) for row in (rows if i < 2 else scored)) for i in range(5)
+            max(len(c[i]) for c in [titles, *(rows if i < n - 3 else scored)])
+            for i in range(n)
         ]
-        lines = [head]
-        for row in rows:
-            if row[0] == "-":
-                lines.append(f"{'-':<{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]}")
-                continue
-            cells = [f"{c:<{w}}" for c, w in zip(row[:5], widths, strict=True)]
-            lines.append("  ".join(cells) + "  " + row[5])
+        lines = [head, _cells(titles + ["settings"], widths)]
+        lines += [_cells(c, widths) for c in rows]
         ext = info.get("extractions") or {}
         if ext:
             parts = [f"{k} {v:.1f} s" for k, v in ext.items()]
             lines.append("codes extracted once per layer: " + ", ".join(parts))
         if self.best_name_ is not None:
+            on = f" on {self.best_backbone_}" if several and self.best_backbone_ else ""
             lines.append(
-                f"best: {self.best_name_} ({self.best_score_:.3f})"
+                f"best: {self.best_name_}{on} ({self.best_score_:.3f})"
                 + (
                     "; report.best_estimator_ is refit on all images"
                     if self.best_estimator_ is not None
@@ -242,6 +352,19 @@ class StrategyReport:
 
     def __repr__(self):
         return self.format_table()
+
+
+def _cells(cells, widths):
+    """One table line: the cells padded to ``widths``, the last one as it is."""
+    padded = [f"{c:<{w}}" for c, w in zip(cells, widths, strict=False)]
+    return "  ".join(padded[: len(cells) - 1] + [cells[-1]]).rstrip()
+
+
+def _row_label(row, several):
+    """A row's name in a plot: the strategy, with its backbone when several."""
+    if several and row.get("backbone"):
+        return f"{row['strategy']} ({row['backbone']})"
+    return row["strategy"]
 
 
 _CHANCE_SCORERS = ("accuracy", "balanced_accuracy", "top_k_accuracy")

@@ -333,8 +333,31 @@ def _finetune(
     return factory
 
 
+def _finetune_defaults(ctx):
+    """``FineTunedClassifier()`` with its own defaults, whatever they are.
+
+    Only the run's context reaches it: the backbone, where it runs, the seed,
+    and the input size only when the caller chose one (else the weights' own,
+    224 px for EfficientNet-Lite0, not the 96 px of the other fine-tuning
+    strategies on a CPU). No default value is copied here.
+    """
+    size = {} if ctx.input_size is None else {"input_size": ctx.input_size}
+    return FineTunedClassifier(
+        model=ctx.model,
+        weights=ctx.weights,
+        device=ctx.device,
+        precision=ctx.precision,
+        random_state=ctx.random_state,
+        verbose=0,  # compare prints its own progress
+        **size,
+    )
+
+
 # FineTunedClassifier takes one label per image or a multi-label indicator
 _LABELS = (CLASSIFICATION, MULTILABEL)
+# "auto" tries the defaults up to this many images per class (or label); above,
+# by name only: at 224 px a fine-tune costs minutes per fold on a CPU there
+DEFAULTS_MAX_PER_CLASS = 500
 
 STRATEGIES = {
     s.name: s
@@ -381,6 +404,13 @@ STRATEGIES = {
             # deterministic (full-batch steps from the class means): no random_state
             lambda ctx: CosineSoftmaxClassifier(scale=10.0, max_iter=100),
             layer=PENULTIMATE,
+        ),
+        Strategy(
+            "finetune_defaults",
+            "FineTunedClassifier() with its defaults, at its own input size",
+            "finetune",
+            _finetune_defaults,
+            tasks=_LABELS,
         ),
         Strategy(
             "finetune_head",
@@ -518,12 +548,15 @@ def auto_strategies(n_samples, n_classes, task=CLASSIFICATION):
 
     Single labels: small data (fewer than 200 images per class): CNN codes +
     linear classifier first, then an earlier layer + SVM, the few-shot heads,
-    and the pixel baseline. Larger data adds fine-tuning of the head and the
-    last stages; from 1,000 images per class, fine-tuning everything.
+    ``FineTunedClassifier()`` with its defaults (``finetune_defaults``, up to
+    500 images per class; above that by name only, for its cost), and the pixel
+    baseline. Larger data adds fine-tuning of the head and the last stages;
+    from 1,000 images per class, fine-tuning everything.
 
     Multi-label indicators follow the same sizes, counted per label: codes and
-    earlier-layer codes + one-vs-rest logistic regression, fine-tuning from 200
-    images per label, the pixel baseline last.
+    earlier-layer codes + one-vs-rest logistic regression, the defaults up to
+    500 images per label, fine-tuning from 200 images per label, the pixel
+    baseline last.
 
     Real values: codes (penultimate and earlier) + RidgeCV, + SVR, + kNN, then
     ``FineTunedRegressor`` at every size -- frozen codes are weakest on
@@ -552,6 +585,8 @@ def auto_strategies(n_samples, n_classes, task=CLASSIFICATION):
             "prototype",
             "cosine_softmax",
         ]
+    if per_class <= DEFAULTS_MAX_PER_CLASS:
+        names += ["finetune_defaults"]
     if per_class >= 200:
         names += ["finetune_head", "finetune_top2"]
     if per_class >= 1000:
@@ -708,7 +743,7 @@ def resolve_strategies(strategies, n_samples, n_classes, task=CLASSIFICATION):
     >>> resolve_strategies("auto", n_samples=200, n_classes=10)[:2]
     ['codes_logreg', 'earlier_svc']
     >>> resolve_strategies("all", 40, 3, task="multilabel")[:3]
-    ['finetune_head', 'finetune_top2', 'finetune_all']
+    ['finetune_defaults', 'finetune_head', 'finetune_top2']
     """
     selection = parse_strategies(strategies, task)
     if selection == "auto":

@@ -38,7 +38,7 @@ FINETUNE = ["finetune_head", "finetune_top2", "finetune_all", "scratch"]
 
 def _short_training(mp):
     """Registry fine-tune factories, unchanged but for 2 epochs (1 head-only)."""
-    for name in FINETUNE:
+    for name in [*FINETUNE, "finetune_defaults"]:
         strat = STRATEGIES[name]
 
         def factory(ctx, _real=strat.factory):
@@ -242,7 +242,8 @@ def test_folds_reduced_for_small_classes(data, capsys):
 def test_auto_rule_of_thumb():
     small = auto_strategies(200, 10)
     assert small[:2] == ["codes_logreg", "earlier_svc"]
-    assert not any(n.startswith("finetune") for n in small)
+    # the package's own best joins at every size up to 500 per class
+    assert [n for n in small if n.startswith("finetune")] == ["finetune_defaults"]
     assert "finetune_top2" in auto_strategies(5000, 10)
     assert "finetune_all" in auto_strategies(50000, 10)
     assert set(auto_strategies(50000, 10)) <= set(STRATEGIES)
@@ -270,7 +271,7 @@ def test_pixel_features_any_input():
 @pytest.mark.parametrize(
     "bad",
     [
-        {"model": ["efficientnet_lite0", "efficientnet_lite1"]},
+        {"model": 3},
         {"cv": "five"},
         {"precision": "int8"},
         {"time_budget": -1},
@@ -279,8 +280,8 @@ def test_pixel_features_any_input():
     ],
 )
 def test_bad_arguments_are_refused_before_any_work(bad, monkeypatch):
-    """A list of backbones (or any bad argument) used to fail every codes strategy
-    on its own and crown the pixel baseline; now nothing runs at all."""
+    """A bad argument used to fail every codes strategy on its own and crown the
+    pixel baseline; now nothing runs at all."""
     import sktransfer._compare as compare
 
     def no_work(*args, **kwargs):
@@ -290,3 +291,199 @@ def test_bad_arguments_are_refused_before_any_work(bad, monkeypatch):
     X = np.zeros((20, 16, 16, 3), np.uint8)
     with pytest.raises(ValueError, match=f"'{next(iter(bad))}' parameter"):
         compare.compare_strategies(X, np.arange(20) % 2, **bad)
+
+
+# ------------------------------------------- the package's own defaults, costs
+def test_defaults_strategy_is_the_estimators_defaults(monkeypatch):
+    """finetune_defaults is FineTunedClassifier() whatever its defaults are: only
+    the run's backbone, device, precision and seed reach it."""
+    from sktransfer._report import RUN_PARAMS, settings_text
+
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    ctx = dataclasses.replace(CTX, input_size=None, task="multilabel")
+    est = STRATEGIES["finetune_defaults"].factory(ctx)
+    assert type(est) is FineTunedClassifier
+    assert set(STRATEGIES["finetune_defaults"].tasks) == {
+        "classification",
+        "multilabel",
+    }
+    got, want = est.get_params(), FineTunedClassifier().get_params()
+    assert {k for k in want if got[k] != want[k]} <= RUN_PARAMS
+    # its own input size (the weights'), not the 96 px of the other strategies
+    assert est.input_size is None
+    assert STRATEGIES["finetune_head"].factory(ctx).input_size == 96
+    assert settings_text(est) == "defaults"
+    assert (est.model, est.random_state, est.verbose) == (TINY["model"], 3, 0)
+    # an explicit input size applies to it as to every strategy
+    assert STRATEGIES["finetune_defaults"].factory(CTX).input_size == 24
+    # a changed default reaches it: no default value is copied into the strategy
+    kwdefaults = FineTunedClassifier.__init__.__kwdefaults__
+    monkeypatch.setitem(kwdefaults, "lr", 0.123)
+    monkeypatch.setitem(kwdefaults, "max_epochs", 3)
+    est = STRATEGIES["finetune_defaults"].factory(ctx)
+    assert (est.lr, est.max_epochs) == (0.123, 3)
+
+
+def test_auto_includes_the_defaults_up_to_500_per_class():
+    for task in ("classification", "multilabel"):
+        assert "finetune_defaults" in auto_strategies(5000, 10, task)
+        assert "finetune_defaults" not in auto_strategies(5010, 10, task)
+    assert "finetune_defaults" not in auto_strategies(50, 0, "regression")
+    big = auto_strategies(50000, 10)
+    assert "finetune_all" in big and "finetune_defaults" not in big
+
+
+def test_report_rows_record_size_settings_and_time(counted_run, tmp_path):
+    report, _ = counted_run
+    rows = {r["strategy"]: r for r in report.results_}
+    earlier = earlier_layer(TINY["model"])
+    for name, r in rows.items():
+        assert r["input_size"] == ("16" if name == "pixels_logreg" else "32"), name
+        assert r["backbone"] == (
+            None if name == "pixels_logreg" else "test_efficientnet"
+        )
+        want = r["fit_time"] + r["predict_time"] + r["extract_time"]
+        assert r["time"] == pytest.approx(want) and r["time"] > 0
+    # the fixture shortens training: its settings show that and nothing else
+    assert rows["finetune_defaults"]["settings"] == "max_epochs=2"
+    assert rows["finetune_head"]["settings"] == (
+        "lr=0.001, max_epochs=2, train_layers='head'"
+    )
+    assert rows["codes_logreg"]["settings"] == (
+        "penultimate: StandardScaler + LogisticRegression(C=0.5, max_iter=2000)"
+    )
+    assert rows["earlier_svc"]["settings"].startswith(f"{earlier}/avgmax: ")
+    assert rows["pixels_logreg"]["settings"] == "pixels 16x16: C=0.1, max_iter=2000"
+    lines = str(report).splitlines()
+    assert lines[0].endswith("backbone test_efficientnet (None) at 32 px")
+    assert lines[1].split() == ["rank", "strategy", "score", "size", "time", "s"] + [
+        "settings"
+    ]
+    assert any(
+        line.split()[1] == "finetune_defaults" and line.endswith("max_epochs=2")
+        for line in lines
+    )
+    report.to_csv(tmp_path / "r.csv")
+    head = (tmp_path / "r.csv").read_text().splitlines()[0].split(",")
+    assert {"backbone", "input_size", "time", "settings"} <= set(head)
+
+
+def test_each_strategy_runs_at_its_own_size(data, monkeypatch):
+    """Without input_size, codes and the defaults use the weights' own size (the
+    tiny model's 160 px) and the other fine-tuning strategies 96 px on a CPU."""
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    _short_training(monkeypatch)
+    X, y = data
+    report = compare_strategies(
+        X[:12],
+        y[:12],
+        model=TINY["model"],
+        weights=None,
+        strategies=["codes_logreg", "finetune_head", "finetune_defaults"],
+        cv=2,
+        random_state=0,
+    )
+    sizes = {r["strategy"]: r["input_size"] for r in report.results_}
+    assert sizes == {"codes_logreg": "160", "finetune_head": "96"} | {
+        "finetune_defaults": "160"
+    }
+    assert report.info_["input_size"] is None
+    assert " px" not in str(report).splitlines()[0]  # the rows say the sizes
+
+
+# ------------------------------------------------------ backbones compared
+TWO = [TINY["model"], "efficientnet_lite0"]
+
+
+@pytest.fixture(scope="module")
+def two_backbones(data):
+    """codes strategies and the pixels on two backbones, extractor fits counted."""
+    mp = pytest.MonkeyPatch()
+    fits = []
+    real_fit = CNNFeatureExtractor.fit
+
+    def fit(self, X, y=None):
+        fits.append((self.model, self.layer))
+        return real_fit(self, X, y)
+
+    mp.setattr(CNNFeatureExtractor, "fit", fit)
+    try:
+        X, y = data
+        report = compare_strategies(
+            X,
+            y,
+            model=TWO,
+            weights=None,
+            input_size=32,
+            strategies=["codes_logreg", "prototype", "earlier_svc", "pixels_logreg"],
+            cv=2,
+            random_state=0,
+        )
+    finally:
+        mp.undo()
+    return report, fits
+
+
+def test_two_backbones_one_ranked_report(two_backbones, data, tmp_path):
+    report, fits = two_backbones
+    pairs = {(r["strategy"], r["backbone"]) for r in report.results_}
+    names = ["test_efficientnet", "efficientnet_lite0"]
+    codes = {
+        (s, b) for s in ("codes_logreg", "prototype", "earlier_svc") for b in names
+    }
+    assert pairs == codes | {("pixels_logreg", None)}  # the pixels once
+    assert all(r["status"] == "ok" for r in report.results_), report
+    means = [r["mean"] for r in report.results_]
+    assert means == sorted(means, reverse=True)
+    # codes extracted once per (backbone, layer): penultimate and earlier each
+    earlier = {TINY["model"]: earlier_layer(TINY["model"])}
+    earlier["efficientnet_lite0"] = earlier_layer("efficientnet_lite0")
+    want = [(m, layer) for m in TWO for layer in (None, earlier[m])]
+    assert sorted(fits, key=str) == sorted(want, key=str)
+    assert len(report.info_["extractions"]) == 4
+    assert report.info_["models"] == names
+    # the winner is refit on its own pair
+    best = report.results_[0]
+    assert (report.best_name_, report.best_backbone_) == (
+        best["strategy"],
+        best["backbone"],
+    )
+    if best["backbone"] is not None:
+        cnn = report.best_estimator_.named_steps["cnn"]
+        assert cnn.model == TWO[names.index(best["backbone"])]
+        assert cnn.layer == (
+            None if best["strategy"] != "earlier_svc" else earlier[cnn.model]
+        )
+    X, _ = data
+    assert set(report.best_estimator_.predict(X[:4])) <= {"cat", "dog"}
+    text = str(report)
+    assert text.splitlines()[1].split()[:3] == ["rank", "strategy", "backbone"]
+    assert "backbones test_efficientnet, efficientnet_lite0" in text
+    import matplotlib
+
+    matplotlib.use("Agg")
+    ax = report.plot()
+    labels = {t.get_text() for t in ax.get_yticklabels()}
+    assert "prototype (efficientnet_lite0)" in labels and "pixels_logreg" in labels
+
+
+@pytest.mark.parametrize(
+    "model, err, match",
+    [
+        ([TINY["model"], "nonet"], ValueError, r"backbone 'nonet' of model=.*unknown"),
+        ([], ValueError, "empty list"),
+        ([TINY["model"], TINY["model"]], ValueError, "twice"),
+        ([TINY["model"], 3], TypeError, "model lists 3"),
+        ("nonet", ValueError, "unknown model 'nonet'"),
+    ],
+)
+def test_bad_backbone_lists_fail_before_any_work(model, err, match, monkeypatch):
+    import sktransfer._compare as compare
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the backbones were checked")
+
+    monkeypatch.setattr(compare, "_check_data", no_work)
+    X = np.zeros((8, 16, 16, 3), np.uint8)
+    with pytest.raises(err, match=match):
+        compare.compare_strategies(X, np.arange(8) % 2, model=model, weights=None)

@@ -227,7 +227,7 @@ def test_auto_per_task_and_time_budget():
     assert auto_strategies(50, 0, "regression")[:2] == ["codes_ridge", "earlier_ridge"]
     assert "finetune_regressor" in auto_strategies(50, 0, "regression")
     ml = auto_strategies(50, 3, "multilabel")
-    assert ml == ["codes_ovr", "earlier_ovr", "pixels_ovr"]
+    assert ml == ["codes_ovr", "earlier_ovr", "finetune_defaults", "pixels_ovr"]
     assert "finetune_top2" in auto_strategies(3000, 3, "multilabel")
     for task in ("regression", "multilabel"):
         assert set(auto_strategies(50000, 3, task)) <= set(available_strategies(task))
