@@ -99,8 +99,11 @@ def _holds_trained(name, trainable):
     return any(t == name or t.startswith(name + ".") for t in trainable)
 
 
-def cache_units(body, trainable):
+def cache_units(body, trainable, units=None):
     """The body's units, with the one holding the first trained layer opened.
+
+    ``units`` are the body's :attr:`~sktransfer._backbones.Anatomy.units`
+    (read from ``body`` when None).
 
     :func:`~sktransfer._backbones.sequential_units` stops at stages
     (``blocks.5``); when training starts inside a stage (``train_layers=
@@ -108,7 +111,10 @@ def cache_units(body, trainable):
     while it is an ``nn.Sequential``, so that the frozen blocks before the
     first trained one belong to the cached prefix too.
     """
-    units = list(sequential_units(body))
+    if not units:
+        units = list(sequential_units(body))
+    else:
+        units = [(name, body.get_submodule(name)) for name in units]
     while True:
         i = next(
             (i for i, (name, _) in enumerate(units) if _holds_trained(name, trainable)),
@@ -148,8 +154,10 @@ def checkpoint_index(units, block):
     return None
 
 
-def plan_cut(body, trainable, bn, probe):
+def plan_cut(body, trainable, bn, probe, units=None):
     """Where the frozen prefix ends, or ``(None, reason)``.
+
+    ``units`` as in :func:`cache_units`.
 
     Returns
     -------
@@ -162,7 +170,7 @@ def plan_cut(body, trainable, bn, probe):
     """
     if bn == "train":
         return None, "bn='train' trains every BatchNorm, frozen parts included"
-    units = cache_units(body, trainable)
+    units = cache_units(body, trainable, units)
     cut = next(
         (i for i, (name, _) in enumerate(units) if _holds_trained(name, trainable)),
         len(units),
@@ -641,7 +649,9 @@ def open_session(
     if not plan.cache:
         cut, reason = None, "cache=False"
     else:
-        cut, reason = plan_cut(module.body, config.trainable, bn, probe.to(device))
+        cut, reason = plan_cut(
+            module.body, config.trainable, bn, probe.to(device), plan.anatomy.units
+        )
     if cut is None:
         if who:
             print(
@@ -649,7 +659,7 @@ def open_session(
                 f"whole network."
             )
         return None, f"off: {reason}"
-    units = cache_units(module.body, config.trainable)
+    units = cache_units(module.body, config.trainable, plan.anatomy.units)
     checkpoint = checkpoint_index(units, plan.anatomy.last_downsampling)
     transform = make_augmentation(plan.augment, full.pre.p.input_size)
     views = plan.augment_views if transform is not None else 0

@@ -31,8 +31,10 @@ from torch import nn
 
 from ._anatomy import (  # noqa: F401 - the anatomy's names, importable from here
     Anatomy,
+    DropPathSlot,
     anatomy,
     backbone_stages,
+    drop_path_slots,
     find_head,
     probe_anatomy,
     sequential_units,

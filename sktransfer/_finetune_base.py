@@ -52,7 +52,6 @@ from ._activations import (
     predict_from_stores,
 )
 from ._augment import make_augmentation
-from ._backbones import anatomy
 from ._base import _ImageEstimatorMixin
 from ._cache import image_digests, resolve_cache_dir, state_digest
 from ._doclink import DocLinkMixin
@@ -199,7 +198,7 @@ class BaseFineTuned(DocLinkMixin, _ImageEstimatorMixin, BaseEstimator):
         built = build_module(self, n_outputs, head_init, gen, probe=self._probe)
         module, self.preprocessing_ = built.module, built.preprocessing
         self._state_keys, self._head_name = built.state_keys, built.head_name
-        plan = self._plan(module, built.drop_sites, head_init, images, runtime)
+        plan = self._plan(module, built, head_init, images, runtime)
         module.to(device)
         config = TrainConfig(
             trainable=plan.trainable,
@@ -233,15 +232,20 @@ class BaseFineTuned(DocLinkMixin, _ImageEstimatorMixin, BaseEstimator):
         if self.verbose:
             print(f"[{type(self).__name__}] policy: {self.policy_}")
 
-    def _plan(self, module, drop_sites, head_init, images, runtime):
-        """The :class:`FitPlan`: every ``"auto"`` resolved, parameters frozen."""
-        body = self._anatomy(module.body, self.preprocessing_)
+    def _plan(self, module, built, head_init, images, runtime):
+        """The :class:`FitPlan`: every ``"auto"`` resolved, parameters frozen.
+
+        The body's anatomy is the one ``build_module``'s probe read
+        (:class:`~sktransfer._backbones.Anatomy`): the default ``train_layers``,
+        the stages an int counts and the activation cache's units and
+        checkpoint come from it."""
+        body = built.anatomy
         train_layers, trainable = resolve_train_layers(
             module, self.train_layers, self.bn, body
         )
         for name, param in module.body.named_parameters():
             param.requires_grad_(name in trainable)
-        self._warn_idle_drop_path(drop_sites, trainable, train_layers)
+        self._warn_idle_drop_path(built.drop_sites, trainable, train_layers)
         augment = self._auto_augment if self.augment == "auto" else self.augment
         views = AUTO_VIEWS if self.augment_views == "auto" else self.augment_views
         return FitPlan(
@@ -255,15 +259,6 @@ class BaseFineTuned(DocLinkMixin, _ImageEstimatorMixin, BaseEstimator):
             runtime=runtime,
             anatomy=body,
         )
-
-    @staticmethod
-    def _anatomy(body, preprocessing):
-        """The one reading of the body's cut points per fit: where it changes
-        resolution (:class:`~sktransfer._backbones.Anatomy`), from one blank
-        probe at the fit's input size. The default ``train_layers`` and the
-        activation cache's checkpoint read it from the plan."""
-        p = preprocessing
-        return anatomy(body, torch.zeros(2, p.in_chans, *p.input_size))
 
     def _warn_idle_drop_path(self, drop_sites, trainable, train_layers):
         dropped = [

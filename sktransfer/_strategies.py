@@ -26,11 +26,10 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import Normalizer, StandardScaler
 from sklearn.svm import SVC, SVR
 from sklearn.utils.validation import check_is_fitted
-from torch import nn
 
 from ._backbones import (
     Preprocessing,
-    backbone_stages,
+    anatomy,
     load_backbone,
     model_display_name,
 )
@@ -603,7 +602,7 @@ def earlier_layer(model, weights=None):
     """A sensible "earlier layer" of a backbone for the earlier-layer + SVM recipe.
 
     Among the body's stages (``blocks.N`` of EfficientNets, ``layer1..4`` of
-    ResNets, see ``backbone_stages``) the one at 60 % of the depth: ``blocks.4`` of
+    ResNets, see ``Anatomy.blocks``) the one at 60 % of the depth: ``blocks.4`` of
     EfficientNet-Lite0's seven blocks, ``layer3`` of a ResNet. Earlier layers are
     less specific to ImageNet's classes, which helps on dissimilar data.
 
@@ -637,15 +636,10 @@ def top_blocks(model, weights=None, k=2):
 
 
 def _body_blocks(model, weights):
-    """Names of the body's composite stages (or all stages when none are)."""
+    """Names of the body's composite stages (:attr:`Anatomy.blocks
+    <sktransfer._backbones.Anatomy>`: all stages when none are composite)."""
     net, _ = load_backbone(model, weights)
-    stages = backbone_stages(net)
-    composite = [
-        n
-        for n, m in stages
-        if "." in n or isinstance(m, (nn.Sequential, nn.ModuleList))
-    ]
-    names = composite or [n for n, _ in stages]
+    names = list(anatomy(net).blocks)
     if not names:
         raise ValueError(f"cannot find the stages of {model_display_name(model)}.")
     return names

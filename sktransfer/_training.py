@@ -24,9 +24,11 @@ from torch import nn
 
 from ._activations import run_units, target_item
 from ._backbones import (
-    backbone_stages,
+    anatomy,
+    drop_path_slots,
     find_head,
     load_backbone,
+    probe_anatomy,
     strip_head,
 )
 from ._heads import CosineHead, build_head
@@ -443,6 +445,7 @@ class BuiltModule(NamedTuple):
     drop_sites: list  # the blocks that got a drop-path rate
     head_name: str | None  # the original head's name (save_backbone)
     state_keys: list  # the original state dict's keys, in order
+    anatomy: Any  # the body's Anatomy, from the one probe of the fit
 
 
 def build_module(est, n_outputs, head_init, generator, probe):
@@ -453,16 +456,18 @@ def build_module(est, n_outputs, head_init, generator, probe):
     none) of ``est``; ``head_init`` draws from ``generator`` (None: the head's
     weights come from elsewhere, as in ``load``). ``probe(net, preprocessing,
     n=...)`` runs the backbone on blank inputs (a clear error for a size the
-    network cannot take).
+    network cannot take); that one pass also reads the body's
+    :class:`~sktransfer._backbones.Anatomy` and counts its features.
     """
     net, prep = load_backbone(est.model, est.weights)
     prep = prep.override(input_size=est.input_size, resize=est.resize)
     head_name = find_head(net)
     state_keys = list(net.state_dict())
     sizes = strip_head(net) if head_name is not None else None
-    out = probe(net.eval(), prep, n=2)
+    body, out = probe(lambda x: probe_anatomy(net, x), prep, n=2)
     n_features = int(out.flatten(1).shape[1]) if sizes is None else sizes[0]
-    drop_sites = set_drop_path(net, est.drop_path) if est.drop_path else []
+    slots = body.drop_path_slots
+    drop_sites = set_drop_path(net, est.drop_path, slots) if est.drop_path else []
     if est.drop_path > 0 and not drop_sites:
         raise ValueError(
             f"drop_path={est.drop_path} but {type(net).__name__} has no "
@@ -473,7 +478,7 @@ def build_module(est, n_outputs, head_init, generator, probe):
     kind = getattr(est, "head", "linear")
     head = build_head(kind, head_init, n_features, n_outputs, generator)
     module = FineTuneModule(net, head, est.dropout, est.bn)
-    return BuiltModule(module, prep, drop_sites, head_name, state_keys)
+    return BuiltModule(module, prep, drop_sites, head_name, state_keys, body)
 
 
 def resolve_train_layers(module, train_layers, bn, anatomy):
@@ -485,7 +490,7 @@ def resolve_train_layers(module, train_layers, bn, anatomy):
     if train_layers == "auto":
         start = anatomy.first_after
         train_layers = AUTO_TRAIN_LAYERS if start is None else start
-    trainable = resolve_trainable(module.body, train_layers)
+    trainable = resolve_trainable(module.body, train_layers, anatomy.stages)
     if bn == "train":
         trainable |= {
             f"{name}.{p}"
@@ -497,12 +502,16 @@ def resolve_train_layers(module, train_layers, bn, anatomy):
 
 
 # ---------------------------------------------------------------------- freezing
-def resolve_trainable(body, train_layers):
-    """Names of body parameters trained under ``train_layers``."""
+def resolve_trainable(body, train_layers, stages=None):
+    """Names of body parameters trained under ``train_layers``.
+
+    ``stages`` are the body's :attr:`~sktransfer._backbones.Anatomy.stages`
+    (read from ``body`` when None).
+    """
     names = [n for n, _ in body.named_parameters()]
     if isinstance(train_layers, str) and train_layers in ("head", "all"):
         return set() if train_layers == "head" else set(names)
-    stages = [name for name, _ in backbone_stages(body)]
+    stages = list(anatomy(body).stages if stages is None else stages)
     if isinstance(train_layers, (int, np.integer)) and not isinstance(
         train_layers, bool
     ):
@@ -533,41 +542,29 @@ def resolve_trainable(body, train_layers):
     return set(names[first:])
 
 
-def set_drop_path(net, rate):
+def set_drop_path(net, rate, slots=None):
     """Enable stochastic depth ("drop layer") with rates growing linearly to ``rate``.
 
-    Supported: timm residual blocks with a ``drop_path`` slot (EfficientNet,
-    MobileNet, ResNet, ConvNeXt, ViT ...) and torchvision ``StochasticDepth``
-    modules (EfficientNet, ConvNeXt, Swin). Blocks without a shortcut
-    (``has_skip=False``: a stride or a channel change) cannot be skipped and get
-    no rate. Returns the names of the blocks that can be dropped, the deepest
-    one dropping with probability ``rate``.
+    ``slots`` are the network's :attr:`~sktransfer._backbones.Anatomy.drop_path_slots`
+    (read from ``net`` when None): timm residual blocks with a ``drop_path``
+    slot (EfficientNet, MobileNet, ResNet, ConvNeXt, ViT ...) and torchvision
+    ``StochasticDepth`` modules (EfficientNet, ConvNeXt, Swin); blocks without
+    a shortcut cannot be skipped and have none. Returns the names of the blocks
+    that can be dropped, the deepest one dropping with probability ``rate``.
     """
     from timm.layers import DropPath
-    from torchvision.ops import StochasticDepth
 
-    sites = []
-    for name, m in net.named_modules():
-        if isinstance(m, StochasticDepth):
-            sites.append((name.rpartition(".")[0], m, None))
-            continue
-        # timm: ``drop_path`` (CNN blocks), ``drop_path1`` / ``drop_path2`` (ViT).
-        slots = [
-            s
-            for s in ("drop_path", "drop_path1", "drop_path2")
-            if s in m._modules or (hasattr(m, s) and m.__dict__.get(s, 0) is None)
-        ]
-        if slots and getattr(m, "has_skip", True):
-            sites.append((name, m, slots))
+    sites = list(drop_path_slots(net) if slots is None else slots)
     n = len(sites)
-    for i, (_, m, slots) in enumerate(sites):
+    for i, site in enumerate(sites):
         p = rate * (i + 1) / n
-        if slots is None:
-            m.p = p
-        else:
-            for slot in slots:
-                setattr(m, slot, DropPath(p) if p > 0 else nn.Identity())
-    return [name for name, _, _ in sites]
+        block = net.get_submodule(site.block)
+        for slot in site.slots:
+            if site.kind == "torchvision":
+                getattr(block, slot).p = p
+            else:
+                setattr(block, slot, DropPath(p) if p > 0 else nn.Identity())
+    return [site.block for site in sites]
 
 
 def adabn(module, loader, device):
