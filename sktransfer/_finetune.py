@@ -18,7 +18,13 @@ from sklearn.utils.multiclass import check_classification_targets, type_of_targe
 from sklearn.utils.validation import check_is_fitted, column_or_1d
 
 from ._finetune_base import BaseFineTuned, fill_param_docs
-from ._heads import class_means, fit_binary_probes, fit_linear_probe, label_directions
+from ._heads import (
+    class_means,
+    fit_binary_probes,
+    fit_linear_probe,
+    fit_temperature,
+    label_directions,
+)
 from ._labels import check_no_missing_labels, check_sample_weight
 from ._trainer import (
     FineTuneMultiOutputNet,
@@ -59,7 +65,17 @@ class FineTunedClassifier(ClassifierMixin, BaseFineTuned):
     monitor : {"valid_loss", "valid_acc"}, default="valid_loss"
         What early stopping watches: the validation loss, or the validation
         accuracy (single-label targets only).
-    {{params: augment, augment_views}}
+    {{params: augment, augment_views, tta}}
+    calibration : {"temperature"} or None, default="temperature"
+        With a validation split (``early_stopping=True``), fit temperature
+        scaling on it after training: ``predict_proba`` is then the softmax
+        (multi-label: the sigmoid) of the logits divided by one fitted
+        ``temperature_`` (Guo et al. 2017), which changes confidence, never a
+        prediction. Without a validation split, or with ``None``,
+        ``temperature_`` is 1 (the network's own probabilities); to calibrate
+        those, wrap the estimator in
+        :class:`~sklearn.calibration.CalibratedClassifierCV` (it costs a fit
+        per fold). The user guide's "Calibration" has the measurements.
     head : {"cosine", "linear"}, default="cosine"
         A cosine-similarity head with a learnable scale (logits depend on the
         direction of the features only), or a linear layer.
@@ -99,6 +115,9 @@ class FineTunedClassifier(ClassifierMixin, BaseFineTuned):
         Epochs actually run.
     best_epoch_ : int or None
         Epoch whose weights were kept (early stopping), else None.
+    temperature_ : float
+        The temperature ``predict_proba`` divides the logits by (see
+        ``calibration``); 1.0 without a validation split.
     n_trainable_params_ : int
         Parameters trained in the main phase (head included).
     preprocessing_ : Preprocessing
@@ -210,6 +229,7 @@ class FineTunedClassifier(ClassifierMixin, BaseFineTuned):
             StrOptions({"auto", "xavier", "normal", "zeros", "class_means", "lp"})
         ],
         "class_weight": [dict, StrOptions({"balanced"}), None],
+        "calibration": [StrOptions({"temperature"}), None],
     }
     _head_inits = ("class_means", "lp")
 
@@ -239,6 +259,8 @@ class FineTunedClassifier(ClassifierMixin, BaseFineTuned):
         monitor="valid_loss",
         augment="auto",
         augment_views="auto",
+        tta=None,
+        calibration="temperature",
         head="cosine",
         head_init="auto",
         class_weight=None,
@@ -277,6 +299,8 @@ class FineTunedClassifier(ClassifierMixin, BaseFineTuned):
         self.monitor = monitor
         self.augment = augment
         self.augment_views = augment_views
+        self.tta = tta
+        self.calibration = calibration
         self.head = head
         self.head_init = head_init
         self.class_weight = class_weight
@@ -399,6 +423,21 @@ class FineTunedClassifier(ClassifierMixin, BaseFineTuned):
         head.weight.copy_(w)
         head.bias.copy_(b)
 
+    def _calibrate(self, net, data, y):
+        """Temperature scaling on the validation split (``calibration``)."""
+        self.temperature_ = 1.0
+        if data.valid is None or self.calibration is None:
+            return
+        if hasattr(data.valid, "phase"):  # cached rows at the trained body's cut
+            data.valid.phase = "body"
+        logits = net.forward(data.valid, training=False)
+        targets = torch.as_tensor(y[data.valid_idx])
+        self.temperature_ = fit_temperature(logits, targets, self._multilabel)
+
+    def _scaled_logits(self, X):
+        """float64 logits over ``temperature_`` (1.0 for models saved before it)."""
+        return self._outputs(X).double() / getattr(self, "temperature_", 1.0)
+
     def _net_spec(self):
         if self._multilabel:
             loss = WeightedLoss("binary_cross_entropy")
@@ -427,21 +466,21 @@ class FineTunedClassifier(ClassifierMixin, BaseFineTuned):
         return logits
 
     def predict_proba(self, X):
-        """Class probabilities: the softmax of the logits, or for multi-label
-        targets each label's sigmoid.
+        """Class probabilities: the softmax of the logits (divided by
+        ``temperature_``), or for multi-label targets each label's sigmoid.
 
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes) or (n_samples, n_labels)
         """
-        logits = self._outputs(X).double()
+        logits = self._scaled_logits(X)
         if self._multilabel:
             return torch.sigmoid(logits).numpy()
         return torch.softmax(logits, dim=1).numpy()
 
     def predict_log_proba(self, X):
         """Log of :meth:`predict_proba`."""
-        logits = self._outputs(X).double()
+        logits = self._scaled_logits(X)
         if self._multilabel:
             return torch.nn.functional.logsigmoid(logits).numpy()
         return torch.log_softmax(logits, dim=1).numpy()

@@ -75,6 +75,7 @@ from ._training import (
     recalibrate_bn,
     resolve_train_layers,
 )
+from ._tta import augment_views, check_tta, view_transforms
 
 
 class _FitData(NamedTuple):
@@ -84,6 +85,7 @@ class _FitData(NamedTuple):
     valid: torch.utils.data.Dataset | None  # early stopping's held-out items
     plain: torch.utils.data.DataLoader  # training items, un-augmented, in order
     train_idx: np.ndarray  # rows of the fit's data that train
+    valid_idx: np.ndarray | None  # rows of the fit's data that validate
     draw: DrawViews | None  # picks cached views per epoch
     num_workers: int  # DataLoader workers of the training loader
     acts: ActivationSet | None  # the activation cache, when it is on
@@ -137,6 +139,7 @@ class BaseFineTuned(DocLinkMixin, _ImageEstimatorMixin, BaseEstimator):
             StrOptions({"auto"}),
             Interval(Integral, 1, None, closed="left"),
         ],
+        "tta": [None, StrOptions({"flip"}), Interval(Integral, 1, None, closed="left")],
         "callbacks": [list, None],
         "cache": [str, os.PathLike, "boolean", None],
         "random_state": ["random_state"],
@@ -199,6 +202,7 @@ class BaseFineTuned(DocLinkMixin, _ImageEstimatorMixin, BaseEstimator):
         module, self.preprocessing_ = built.module, built.preprocessing
         self._state_keys, self._head_name = built.state_keys, built.head_name
         plan = self._plan(module, built, head_init, images, runtime)
+        check_tta(self.tta, plan.augment)  # before the training, not after
         module.to(device)
         config = TrainConfig(
             trainable=plan.trainable,
@@ -223,6 +227,7 @@ class BaseFineTuned(DocLinkMixin, _ImageEstimatorMixin, BaseEstimator):
         self.policy_ = plan.report(cache_note, _precision_policy(config, runtime))
         self._init_head(module, data, config, device, y, weight, plan.head_init)
         net, best = train(self, module, data, config, seed, rng, device)
+        self._calibrate(net, data, y)
         if data.acts is not None:
             self._derived()["stores"] = data.acts.shortcuts()
         self.net_ = trim(net)
@@ -231,6 +236,11 @@ class BaseFineTuned(DocLinkMixin, _ImageEstimatorMixin, BaseEstimator):
         self.n_trainable_params_ = n_trainable(module, config.trainable)
         if self.verbose:
             print(f"[{type(self).__name__}] policy: {self.policy_}")
+
+    def _calibrate(self, net, data, y):
+        """Fit what the trained network's outputs need on the validation split
+        (``data.valid``, None without early stopping); the module still takes
+        what the training steps took. The classifier's temperature."""
 
     def _plan(self, module, built, head_init, images, runtime):
         """The :class:`FitPlan`: every ``"auto"`` resolved, parameters frozen.
@@ -392,6 +402,7 @@ class BaseFineTuned(DocLinkMixin, _ImageEstimatorMixin, BaseEstimator):
             valid=valid,
             plain=make_loader(plain, self.batch_size),
             train_idx=train_idx,
+            valid_idx=valid_idx,
             draw=draw,
             num_workers=workers,
             acts=acts,
@@ -435,6 +446,9 @@ class BaseFineTuned(DocLinkMixin, _ImageEstimatorMixin, BaseEstimator):
         check_is_fitted(self, "net_")
         images = self._check_X(X, reset=False)
         n_out = self.net_.module_.head.weight.shape[0]
+        tta = check_tta(self.tta, self.policy_.get("augment"))
+        if tta is not None:
+            return self._tta_outputs(images, tta, n_out)
         out = torch.empty(len(images), n_out)
         todo = predict_from_stores(self, images, out)
         if len(todo):
@@ -450,6 +464,30 @@ class BaseFineTuned(DocLinkMixin, _ImageEstimatorMixin, BaseEstimator):
             outs = [forward_halving(run, batch) for batch in batches]
             out[todo] = torch.cat(outs).float()
         return out
+
+    def _tta_outputs(self, images, tta, n_out):
+        """The outputs averaged over the test-time views (:mod:`._tta`).
+
+        Every view runs through the whole network (the activation stores hold
+        the fit's own views, not these): ``tta`` costs its views' forwards.
+        """
+        views = view_transforms(
+            tta, self.policy_.get("augment"), self.preprocessing_.input_size
+        )
+        run = self._predict_engine(len(images) * len(views))
+        pre = Preprocessor(self.preprocessing_)
+        digests = image_digests(images)
+        out, start = torch.zeros(len(images), n_out, dtype=torch.float64), 0
+        batches = iter_batches(
+            images, pre, self.batch_size, num_workers=self.num_workers, normalize=False
+        )
+        for batch in batches:
+            rows = slice(start, start + len(batch))
+            for v, transform in enumerate(views):
+                view = augment_views(batch, digests[rows], v, transform)
+                out[rows] += forward_halving(run, pre.normalize(view)).double()
+            start += len(batch)
+        return (out / len(views)).float()
 
     def _predict_engine(self, n_images):
         """The engine that runs the fitted network for ``n_images`` images.

@@ -136,6 +136,19 @@ augment_views : "auto" or int, default="auto"
     ``"auto"`` is 4. Without the cache, every epoch augments afresh and
     this is unused.
 """,
+    "tta": """\
+tta : None, "flip" or int, default=None
+    Test-time augmentation of ``predict``, ``predict_proba`` and
+    ``decision_function`` (and ``score``): the network's outputs averaged
+    over views of each image. ``"flip"``: the image and its mirror image; an
+    int ``k``: the image and ``k`` views drawn from the fit's training
+    augmentation (``policy_["augment"]``; a model fit without augmentation
+    accepts ``"flip"`` only). A view depends on the image's content alone
+    (its random draws are seeded by the image's digest), so predictions are
+    the same in every call, batch and process. Costs one forward pass per
+    view; settable after ``fit`` (``set_params(tta="flip")``). The user
+    guide's "Test-time augmentation" has the measured gain and cost.
+""",
     "device": """\
 device : {"auto", "cpu", "cuda", "cuda:N"}, default="auto"
     Where training and prediction run; ``"auto"`` is CUDA when available,

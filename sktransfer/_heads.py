@@ -12,7 +12,8 @@ and the few-shot heads share (private):
 * :func:`build_head` -- a new linear or cosine head, initialized from a generator
   the fit owns (never the global RNG);
 * :func:`fit_linear_probe` -- the exact linear probe: multinomial logistic
-  regression (LBFGS) with an L2 penalty, for LP-FT's head initialization.
+  regression (LBFGS) with an L2 penalty, for LP-FT's head initialization;
+* :func:`fit_temperature` -- temperature scaling of a fitted net's logits.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import warnings
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._runtime import GLOBAL_RNG_LOCK
@@ -32,6 +34,7 @@ __all__ = [
     "class_sums",
     "cosine_logits",
     "fit_linear_probe",
+    "fit_temperature",
     "normalize_rows",
     "probe_C",
 ]
@@ -326,3 +329,56 @@ def fit_ridge_probe(feats, targets, weight_decay, sample_weight=None):
     return torch.from_numpy(coef).float(), torch.from_numpy(
         np.atleast_1d(ridge.intercept_)
     ).float()
+
+
+def fit_temperature(logits, targets, multilabel=False):
+    """Temperature scaling: the ``T > 0`` minimizing the log-loss of ``logits / T``.
+
+    Guo et al. 2017 ("On Calibration of Modern Neural Networks"): one scalar
+    fitted on held-out logits rescales confidence without changing any
+    prediction (the argmax, a logit's sign). Single-label: the mean
+    cross-entropy of ``softmax(logits / T)`` against class indices;
+    multi-label: the mean binary cross-entropy of ``sigmoid(logits / T)``
+    against the 0/1 indicator. Minimized over ``log T`` (LBFGS, float64) from
+    ``T = 1``; ``T`` is kept within ``[0.05, 20]``.
+
+    Parameters
+    ----------
+    logits : tensor of shape (n, m)
+    targets : tensor of shape (n,) (class indices) or (n, m) (0/1)
+    multilabel : bool, default=False
+
+    Returns
+    -------
+    temperature : float
+    """
+    z = torch.as_tensor(logits, dtype=torch.float64).detach()
+    t = torch.as_tensor(targets)
+    if multilabel:
+        t = t.to(torch.float64)
+
+        def loss(log_t):
+            return F.binary_cross_entropy_with_logits(z / log_t.exp(), t)
+
+    else:
+        t = t.to(torch.int64)
+
+        def loss(log_t):
+            return F.cross_entropy(z / log_t.exp(), t)
+
+    log_t = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS(
+        [log_t], lr=0.5, max_iter=100, line_search_fn="strong_wolfe"
+    )
+
+    def closure():
+        opt.zero_grad()
+        value = loss(log_t)
+        value.backward()
+        return value
+
+    opt.step(closure)
+    value = float(log_t.detach().exp())
+    if not np.isfinite(value):
+        return 1.0
+    return float(np.clip(value, 0.05, 20.0))

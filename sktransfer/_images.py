@@ -753,8 +753,13 @@ def resolve_num_workers(num_workers, images):
     return min(4, cores - 1)
 
 
-def iter_batches(images, preprocessor, batch_size, *, num_workers=0, indices=None):
+def iter_batches(
+    images, preprocessor, batch_size, *, num_workers=0, indices=None, normalize=True
+):
     """Yield normalized (b, c, H, W) float32 batches in order.
+
+    ``normalize=False`` yields the [0, 1] pixels at the network's size instead
+    (test-time augmentation transforms them before normalizing).
 
     Stacked arrays are converted a batch at a time in this process; files and
     PIL images are decoded and resized per image (:meth:`Preprocessor.load`), in
@@ -766,6 +771,7 @@ def iter_batches(images, preprocessor, batch_size, *, num_workers=0, indices=Non
     if indices is not None:
         images = images.subset(indices)
     n = len(images)
+    finish = preprocessor.normalize if normalize else (lambda batch: batch)
     workers = resolve_num_workers(num_workers, images)
     if images.kind != "array" and workers > 0:
         loader = torch.utils.data.DataLoader(
@@ -777,7 +783,7 @@ def iter_batches(images, preprocessor, batch_size, *, num_workers=0, indices=Non
             persistent_workers=False,
         )
         for batch in loader:
-            yield preprocessor.normalize(batch)
+            yield finish(batch)
         return
     starts = range(0, n, batch_size)
 
@@ -786,7 +792,7 @@ def iter_batches(images, preprocessor, batch_size, *, num_workers=0, indices=Non
 
     if images.kind == "array" or len(starts) < 2:
         for start in starts:
-            yield preprocessor.normalize(load(start))
+            yield finish(load(start))
         return
     # Files and PIL images without workers: threads decode the next batch
     # (its images over the cores) while the caller runs the network on this
@@ -812,4 +818,4 @@ def iter_batches(images, preprocessor, batch_size, *, num_workers=0, indices=Non
             batch = ahead.result()
             if k + 1 < len(starts):
                 ahead = ahead_pool.submit(decode, starts[k + 1])
-            yield preprocessor.normalize(batch)
+            yield finish(batch)

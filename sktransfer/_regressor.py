@@ -63,7 +63,7 @@ class FineTunedRegressor(RegressorMixin, BaseFineTuned):
     augment : "auto", None, str, list of str or callable, default="auto"
         Training-time augmentation, as in :class:`FineTunedClassifier`;
         ``"auto"`` is none here (see above).
-    {{params: augment_views}}
+    {{params: augment_views, tta}}
     head_init : {"auto", "ridge", "xavier", "normal", "zeros"}, default="auto"
         Initial head weights. ``"ridge"`` (``"auto"``; the regressor's LP-FT):
         the exact ridge regression of the standardized targets on the frozen
@@ -165,6 +165,7 @@ class FineTunedRegressor(RegressorMixin, BaseFineTuned):
         patience=3,
         augment="auto",
         augment_views="auto",
+        tta=None,
         head_init="auto",
         device="auto",
         precision="auto",
@@ -200,6 +201,7 @@ class FineTunedRegressor(RegressorMixin, BaseFineTuned):
         self.patience = patience
         self.augment = augment
         self.augment_views = augment_views
+        self.tta = tta
         self.head_init = head_init
         self.device = device
         self.precision = precision
