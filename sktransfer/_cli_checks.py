@@ -60,15 +60,24 @@ def _check_n_jobs(n_jobs):
         )
 
 
+def _model_names(model):
+    """``--model a,b`` (commas, semicolons or spaces) as a list of names."""
+    import re
+
+    names = [m for m in re.split(r"[,;\s]+", model) if m]
+    if not names:
+        raise UsageError("--model is empty; name a backbone, e.g. efficientnet_lite0.")
+    return names
+
+
 def _check_backbone(model, weights):
     """``--model`` names one backbone and ``--weights`` weights it takes.
 
     Checked against the loader's names (offline backbones, timm, torchvision)
     without building a network; an unknown name gets the loader's own message.
-    ``weights`` is the value ``_weights`` made of ``--weights``.
+    ``weights`` is the value ``_weights`` made of ``--weights``. ``compare``
+    takes several (``_model_names``) and checks each one.
     """
-    import re
-
     from ._backbones import (
         _PRETRAINED_ALIASES,
         _SHIPPED,
@@ -78,15 +87,13 @@ def _check_backbone(model, weights):
         load_backbone,
     )
 
-    names = [m for m in re.split(r"[,;\s]+", model) if m]
+    names = _model_names(model)
     if len(names) > 1:
         raise UsageError(
             f"--model {model!r} names {len(names)} backbones ({', '.join(names)}); "
-            f"one backbone per run is supported for now: run the command once per "
-            f"model."
+            f"this command takes one (`sktransfer compare` compares several): run "
+            f"it once per model."
         )
-    if not names:
-        raise UsageError("--model is empty; name a backbone, e.g. efficientnet_lite0.")
     is_file = weights is not None and _is_path_like(weights)
     if is_file and not Path(weights).is_file():
         raise UsageError(

@@ -2,7 +2,7 @@
 
 ::
 
-    sktransfer compare DATA [--model M] [--per-class N] [--cv K] [--out DIR]
+    sktransfer compare DATA [--model M[,M2...]] [--per-class N] [--cv K] [--out DIR]
                             [--save MODEL] [--targets targets.csv [--task T]]
     sktransfer predict MODEL INPUTS... [--out preds.csv]
     sktransfer export MODEL OUT.onnx
@@ -47,6 +47,7 @@ from ._cli_checks import (
     _check_output_folder,
     _check_runtime,
     _check_runtime_support,
+    _model_names,
     _runtime_args,
     _runtime_params,
     _weights,
@@ -133,10 +134,11 @@ def cmd_compare(args):
                 f"in this version; it applies to `extract` and `predict`."
             )
     weights = _weights(args.weights)
+    models = _model_names(args.model)  # --model a,b: every strategy on each
     _check_compare_params(
         compare_strategies,
         {
-            "model": args.model,
+            "model": models,
             "cv": args.cv,
             "n_jobs": args.n_jobs,
             "random_state": args.seed,
@@ -145,7 +147,8 @@ def cmd_compare(args):
             **runtime,
         },
     )
-    _check_backbone(args.model, weights)
+    for name in models:
+        _check_backbone(name, weights)
     _check_runtime(args, engine=False)
     if args.targets is not None:
         X, y, task, names, desc = _compare_targets(args, strategies)
@@ -164,7 +167,7 @@ def cmd_compare(args):
     report = compare_strategies(
         X,
         y,
-        model=args.model,
+        model=models if len(models) > 1 else models[0],
         weights=weights,
         strategies=strategies,
         task=task,
@@ -462,7 +465,9 @@ def _add_data_args(p):
         "--model",
         default="efficientnet_lite0",
         help="backbone: efficientnet_lite0 (offline ImageNet weights), a torchvision "
-        "name, or timm/<name> (default: %(default)s)",
+        "name, or timm/<name> (default: %(default)s); compare takes several, "
+        "comma-separated (efficientnet_lite0,efficientnet_lite1), and ranks every "
+        "strategy on each",
     )
     p.add_argument(
         "--weights",
@@ -481,7 +486,8 @@ def _add_data_args(p):
         type=_positive_int,
         default=None,
         metavar="S",
-        help="resize images to SxS for the backbone (default: the weights' own size)",
+        help="resize images to SxS for the backbone (default: the weights' own "
+        "size; compare: each strategy's own, S applies to all)",
     )
     p.add_argument(
         "--seed",

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import CLI_TINY, FT_TINY
+from conftest import CLI_TINY, FT_TINY, TINY_MODEL
 from PIL import Image
 
 from sktransfer.cli import main
@@ -73,6 +73,39 @@ def test_compare_end_to_end(folder, tmp_path, capsys):
     assert all(r["status"] == "ok" for r in report["results"])
     assert (out / "report.csv").read_text().count("\n") == 4
     assert (out / "report.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_compare_two_backbones(folder, tmp_path, capsys):
+    """--model a,b: one ranked report of strategy x backbone, the winner saved."""
+    out, saved = tmp_path / "out", tmp_path / "best.skt"
+    argv = ["compare", str(folder), "--model", f"{TINY_MODEL},efficientnet_lite0"]
+    argv += ["--weights", "none", "--input-size", "32", "--cv", "2"]
+    argv += ["--strategies", "codes_logreg,pixels_logreg", "--out", str(out)]
+    rc = main([*argv, "--save", str(saved), "-q"])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    report = json.loads((out / "report.json").read_text())
+    pairs = {(r["strategy"], r["backbone"]) for r in report["results"]}
+    assert pairs == {
+        ("codes_logreg", "test_efficientnet"),
+        ("codes_logreg", "efficientnet_lite0"),
+        ("pixels_logreg", None),
+    }
+    assert report["info"]["models"] == ["test_efficientnet", "efficientnet_lite0"]
+    lines = captured.out.splitlines()
+    title = next(i for i, line in enumerate(lines) if line.startswith("rank"))
+    assert lines[title].split()[:3] == ["rank", "strategy", "backbone"]
+    assert "backbone" in (out / "report.csv").read_text().splitlines()[0].split(",")
+    from sktransfer import load
+
+    best, winner = load(saved), report["results"][0]
+    if winner["backbone"] is None:  # the pixel baseline won
+        assert "pixels" in best.named_steps
+    else:  # refit on the winner's own backbone
+        spec = {"test_efficientnet": TINY_MODEL}.get(
+            winner["backbone"], "efficientnet_lite0"
+        )
+        assert best.named_steps["cnn"].model == spec
 
 
 def test_extract(folder, tmp_path, capsys):
@@ -302,7 +335,9 @@ BAD_OPTIONS = [
     # compare
     (["compare", "D", "--cv", "1"], "--cv 1: The 'cv' parameter"),
     (["compare", "D", "--cv", "two"], "argument --cv: invalid int value: 'two'"),
-    (["compare", "D", "--model", "a,b"], "--model 'a,b' names 2 backbones"),
+    (["compare", "D", "--model", f"{TINY_MODEL},nonet"], "unknown model 'nonet'"),
+    (["compare", "D", "--model", f"{TINY_MODEL},timm/no"], "unknown timm model 'no'"),
+    (["compare", "D", "--model", " , "], "--model is empty"),
     (["compare", "D", "--model", "nonet"], "unknown model 'nonet'"),
     (["compare", "D", "--model", "timm/nonet"], "unknown timm model 'nonet'"),
     (["compare", "D", *CLI_TINY[:2], "--weights", "/no/w.pt"], "'/no/w.pt': no such"),
