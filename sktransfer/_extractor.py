@@ -21,17 +21,25 @@ from ._engine import build_engine, shared_engine
 from ._engine import forward_halving as _forward_halving
 from ._images import Preprocessor, iter_batches
 from ._runtime import process_cache, resolve_policy
+from ._vit import has_class_token, prefix_tokens, token_prefix
 
 __all__ = ["CNNFeatureExtractor"]
 
-POOLINGS = ("avg", "max", "avgmax")
+POOLINGS = ("avg", "max", "avgmax", "cls")
 # Images hashed / looked up / stored per cache round trip: bounds memory when a
 # large collection streams through the cache.
 _CACHE_CHUNK = 4096
 
 
-def pool_features(out, pooling):
-    """Reduce one layer's activation to (b, d) float32."""
+def pool_features(out, pooling, prefix=0):
+    """Reduce one layer's activation to (b, d) float32.
+
+    Maps ``(b, c, h, w)`` are reduced over their positions; token sequences
+    ``(b, n, d)`` of a transformer over their tokens, the ``prefix`` tokens
+    (class, register, distillation) excluded, or, with ``pooling="cls"``, to
+    their first (class) token. ``None`` flattens the whole map or token grid,
+    prefix tokens included.
+    """
     out = out.float()
     if out.ndim == 2:
         return out
@@ -39,6 +47,10 @@ def pool_features(out, pooling):
         dims = (2, 3)
     elif out.ndim == 3:  # tokens (b, n, d), e.g. transformer blocks
         dims = (1,)
+        if pooling == "cls":
+            return out[:, 0]
+        if pooling is not None:
+            out = out[:, prefix:]
     else:
         return out.flatten(1)
     if pooling is None:
@@ -70,6 +82,8 @@ class _Outputs(nn.Module):
         self.layers = list(layers)
         self.pooling = pooling
         self.targets = [find_head(net) if n is None else n for n in self.layers]
+        # prefix tokens (class, registers) of each layer's token outputs
+        self.prefix = [token_prefix(net, n) for n in self.layers]
 
     def activations(self, x):
         """The raw activations, one per requested layer, in order."""
@@ -108,8 +122,41 @@ class _Outputs(nn.Module):
                 h.remove()
         return [full if t is None else captured[t] for t in self.targets]
 
+    def pool(self, outs):
+        """The pooled activations ``outs`` (of :meth:`activations`), one per layer."""
+        return [
+            pool_features(o, self.pooling, p)
+            for o, p in zip(outs, self.prefix, strict=True)
+        ]
+
+    def check_pooling(self, outs):
+        """A ValueError when ``pooling="cls"`` has no class token to take."""
+        if self.pooling != "cls":
+            return
+        what = type(self.net).__name__
+        if not has_class_token(self.net):
+            n = prefix_tokens(self.net)
+            why = (
+                f"its {n} prefix token(s) are register tokens"
+                if n
+                else ("'cls' is for transformers with one: ViT, DeiT, DINOv2")
+            )
+            raise ValueError(
+                f"pooling='cls' takes the class token, but this {what} has none "
+                f"({why}). Use pooling='avg', 'max' or 'avgmax'."
+            )
+        for name, out, p in zip(self.layers, outs, self.prefix, strict=True):
+            if name is not None and (out.ndim != 3 or not p):
+                kind = "the patch tokens alone" if out.ndim == 3 else "no tokens"
+                raise ValueError(
+                    f"pooling='cls' takes the class token, but layer {name!r} "
+                    f"outputs {kind} (shape {tuple(out.shape)}). Pick a "
+                    f"transformer block (e.g. 'blocks.0') or the final 'norm', or "
+                    f"use pooling='avg'."
+                )
+
     def forward(self, x):
-        feats = [pool_features(o, self.pooling) for o in self.activations(x)]
+        feats = self.pool(self.activations(x))
         return torch.cat(feats, 1) if len(feats) > 1 else feats[0]
 
 
@@ -140,10 +187,17 @@ class CNNFeatureExtractor(
         :func:`sktransfer.list_layers`), e.g. ``"layer3"`` for a ResNet,
         ``"blocks.4"`` for EfficientNet, ``"classifier"`` for the ImageNet logits.
         A list concatenates several layers computed in one forward pass.
-    pooling : {"avg", "max", "avgmax"} or None, default="avg"
+    pooling : {"avg", "max", "avgmax", "cls"} or None, default="avg"
         How spatial maps of named layers are reduced: global average, global max,
         both concatenated, or ``None`` to flatten the whole map. The penultimate
-        features (``layer=None``) are already pooled by the network itself.
+        features (``layer=None``) are already pooled by the network itself (for
+        a ViT: the normed class token or pooled tokens, as timm's
+        ``forward_head(pre_logits=True)``). Token outputs of a transformer
+        (``"blocks.N"``, ``"norm"`` of a ViT / DeiT / DINOv2) are pooled over
+        the patch tokens, the prefix tokens (class, register, distillation:
+        timm's ``num_prefix_tokens``) left out; ``"cls"`` takes the class token
+        (networks with one only); ``None`` flattens the whole token grid,
+        prefix tokens included.
     input_size : int or (int, int), default=None
         Size images are resized to; ``None`` uses the weights' own size (224 for
         ImageNet weights). Smaller sizes are faster.
@@ -322,12 +376,15 @@ class CNNFeatureExtractor(
         )
         self.layers_ = _resolve_layers(net, self.layer)
         self.backbone_ = net
+        outputs = _Outputs(net, self.layers_, self.pooling)
         outs = self._probe(
-            _Outputs(net, self.layers_, self.pooling).activations,
+            outputs.activations,
             self.preprocessing_,
             detail=f" at layer(s) {self.layer!r}",
         )
-        self._layer_sizes = [pool_features(o, self.pooling).shape[1] for o in outs]
+        outputs.check_pooling(outs)
+        self._layer_sizes = [o.shape[1] for o in outputs.pool(outs)]
+        self._token_prefix = outputs.prefix
         self.n_features_out_ = int(sum(self._layer_sizes))
         if isinstance(self.model, str):
             # Rebuilt from the spec after unpickling: checked against this then.
@@ -401,7 +458,8 @@ class CNNFeatureExtractor(
                     policy=policy,
                     input_shape=(p.in_chans, *size),
                     digest=self._digest,
-                    what=f"codes of layers {self.layers_}, pooling {self.pooling}",
+                    what=f"codes of layers {self.layers_}, pooling {self.pooling}"
+                    f"{self._prefix_note()}",
                 )
 
             key = _cache_key(self.model, self.weights)
@@ -547,9 +605,15 @@ class CNNFeatureExtractor(
                 f"std {tuple(p.std)}; interpolation {p.interpolation}; "
                 f"resize {p.resize} {p.crop_pct}; decode v2; "
                 f"in_chans {p.in_chans}; autocast {autocast}; "
-                f"width {self.n_features_out_}"
+                f"width {self.n_features_out_}{self._prefix_note()}"
             )
         return CodeCache(root, derived["cache_spec"], self.n_features_out_)
+
+    def _prefix_note(self):
+        """For keys: the prefix tokens that token pooling leaves out ("" if none,
+        so that the keys of networks without them are what they were)."""
+        prefix = getattr(self, "_token_prefix", None) or []
+        return f"; prefix tokens {prefix} excluded" if any(prefix) else ""
 
     def get_feature_names_out(self, input_features=None):
         """Names like ``efficientnet_lite0.avgpool_0`` or ``resnet18.layer3.avg_5``.
