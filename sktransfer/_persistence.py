@@ -270,17 +270,14 @@ class _Writer:
 
     def _backbone(self, est, where):
         """Spec + digest for named pretrained weights, else the state dict too."""
-        from ._backbones import _is_path_like, load_backbone
+        from ._backbones import family_of, load_backbone
         from ._cache import state_digest
 
         net = est.__dict__.get("backbone_")
         if net is None:  # unpickled and not used since: rebuild it from the spec
             net, _ = load_backbone(est.model, est.weights)
-        weights = est.weights
-        named = isinstance(est.model, str) and (
-            isinstance(weights, enum.Enum)
-            or (isinstance(weights, str) and not _is_path_like(weights))
-        )
+        # the family says whether load() can rebuild the weights from the spec
+        named = family_of(est.model).rebuilt_by_name(est.model, est.weights)
         node = {"digest": state_digest(net), "stored": not named}
         if not named:
             node["state_dict"] = {
