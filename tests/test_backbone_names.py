@@ -110,7 +110,7 @@ def test_missing_weights_offline_say_how_to_get_them(hf_cache, model, repo):
     with pytest.raises(FileNotFoundError) as info:
         load_backbone(model, "imagenet")
     message = str(info.value)
-    assert f"huggingface-cli download {repo}" in message
+    assert f"hf download {repo}" in message
     assert "HF_HUB_OFFLINE is set" in message and "weights=None" in message
     assert info.value.__cause__ is None  # no huggingface_hub stack trace
 
