@@ -722,14 +722,15 @@ def _cross_validate(strat, ctx, inputs, b, y, splits, scoring, n_jobs):
         return _Run.not_run(strat, f"failed ({type(exc).__name__}: {msg})", backbone)
     scores = np.asarray(cvres["test_score"], dtype=float)
     row = _row(strat, "ok", backbone, layer)
-    settings = settings_text(estimator)
+    # codes and pixels: which features the head sits on, then the head
+    tuned = strat.kind == "finetune"
+    settings = settings_text(estimator, named=not tuned)
     row.update(
         scores=scores.tolist(),
         mean=float(scores.mean()),
         std=float(scores.std()),
         input_size=size,
-        # codes and pixels: which features the head sits on, then the head
-        settings=settings if strat.kind == "finetune" else f"{layer}: {settings}",
+        settings=settings if tuned else f"{layer}: {settings}",
         fit_time=float(np.mean(cvres["fit_time"])),
         predict_time=float(np.mean(cvres["score_time"])),
         extract_time=seconds,

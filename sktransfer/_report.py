@@ -37,10 +37,11 @@ RUN_PARAMS = frozenset(
 )
 
 
-def settings_text(estimator):
+def settings_text(estimator, named=False):
     """The parameters of ``estimator`` that differ from its class's defaults, short.
 
-    ``"defaults"`` when none do. The run's own parameters (``RUN_PARAMS``: the
+    ``"defaults"`` when none do (``named=True``: ``"Name(changes)"``, or the
+    class name alone). The run's own parameters (``RUN_PARAMS``: the
     backbone, input size, device, precision, seed, verbosity) are left out. A
     ``Pipeline`` reads as its steps joined by ``+``, and an estimator held by a
     parameter (a meta-estimator's ``estimator``) as ``Name(changes)``.
@@ -58,6 +59,8 @@ def settings_text(estimator):
     steps = getattr(estimator, "steps", None)
     if isinstance(steps, list):
         return " + ".join(_named_settings(step) for _, step in steps)
+    if named:
+        return _named_settings(estimator)
     return ", ".join(_changed_params(estimator)) or "defaults"
 
 

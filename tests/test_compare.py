@@ -353,7 +353,10 @@ def test_report_rows_record_size_settings_and_time(counted_run, tmp_path):
         "penultimate: StandardScaler + LogisticRegression(C=0.5, max_iter=2000)"
     )
     assert rows["earlier_svc"]["settings"].startswith(f"{earlier}/avgmax: ")
-    assert rows["pixels_logreg"]["settings"] == "pixels 16x16: C=0.1, max_iter=2000"
+    assert rows["pixels_logreg"]["settings"] == (
+        "pixels 16x16: LogisticRegression(C=0.1, max_iter=2000)"
+    )
+    assert rows["prototype"]["settings"].startswith("penultimate: PrototypeClassifier")
     lines = str(report).splitlines()
     assert lines[0].endswith("backbone test_efficientnet (None) at 32 px")
     assert lines[1].split() == ["rank", "strategy", "score", "size", "time", "s"] + [
