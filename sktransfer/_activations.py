@@ -24,7 +24,9 @@ Checkpoint
     between. So the candidates of a grid over ``train_layers`` (and the CV
     folds of each) run the expensive high-resolution prefix once per image and
     view. The checkpoint is skipped when its rows would not fit in the RAM
-    budget.
+    budget. A network that never downsamples (a ViT, cut between its
+    transformer blocks) keeps its checkpoint where the default policy starts
+    training: :func:`checkpoint_block` states the rule.
 
 Prediction
     A fitted model keeps the specs of its stores (:meth:`ActivationSet.
@@ -60,6 +62,7 @@ from ._runtime import (
     resolve_policy,
     seeded_global_rng,
 )
+from ._vit import token_units
 
 __all__ = [
     "ACTIVATION_RAM_BYTES",
@@ -109,8 +112,13 @@ def cache_units(body, trainable, units=None):
     (``blocks.5``); when training starts inside a stage (``train_layers=
     "blocks.5.1"``), that stage is replaced by its children, again and again
     while it is an ``nn.Sequential``, so that the frozen blocks before the
-    first trained one belong to the cached prefix too.
+    first trained one belong to the cached prefix too. A token transformer
+    (a timm ViT) is cut between its transformer blocks instead:
+    :func:`~sktransfer._vit.token_units`.
     """
+    tokens = token_units(body)
+    if tokens is not None:
+        return tokens
     if not units:
         units = list(sequential_units(body))
     else:
@@ -129,6 +137,35 @@ def cache_units(body, trainable, units=None):
         ):
             return units
         units[i : i + 1] = [(f"{name}.{sub}", m) for sub, m in children]
+
+
+def checkpoint_block(body, anatomy):
+    """Where the shared checkpoint is: the cut rule of the activation cache.
+
+    * A network that downsamples: the input of its last downsampling block
+      (``anatomy.last_downsampling``). Past it every unit runs on the smallest
+      maps, so cuts from there on (the default policy's, a few trained
+      stages, a frozen body) derive from one store cheaply.
+    * A network that never downsamples (a ViT: every transformer block maps
+      its tokens to as many tokens of one width, so the rows at every cut
+      between blocks are of one size and each block costs the same): the
+      input of the first stage the default policy trains when nothing
+      downsamples, the last ``AUTO_TRAIN_LAYERS`` of ``anatomy.stages``
+      (``blocks.10`` of a 12-block ViT). The default cut stores there; the
+      cuts after it (fewer trained blocks, a frozen body) derive from it by
+      running the few blocks in between, and a cut before it has its own
+      store. A token transformer (:func:`~sktransfer._vit.token_units`) is
+      one that never downsamples, whatever the layout of its patch
+      embedding's output.
+
+    Returns the block's name, or None (no checkpoint).
+    """
+    if token_units(body) is None and anatomy.last_downsampling is not None:
+        return anatomy.last_downsampling
+    from ._training import AUTO_TRAIN_LAYERS  # (_training imports this module)
+
+    stages = anatomy.stages
+    return stages[-AUTO_TRAIN_LAYERS] if len(stages) > AUTO_TRAIN_LAYERS else None
 
 
 def checkpoint_index(units, block):
@@ -171,8 +208,14 @@ def plan_cut(body, trainable, bn, probe, units=None):
     if bn == "train":
         return None, "bn='train' trains every BatchNorm, frozen parts included"
     units = cache_units(body, trainable, units)
+    # by the tensors: a unit of token_units holds parameters of several names
+    trained = {id(p) for name, p in body.named_parameters() if name in trainable}
     cut = next(
-        (i for i, (name, _) in enumerate(units) if _holds_trained(name, trainable)),
+        (
+            i
+            for i, (_, unit) in enumerate(units)
+            if any(id(p) in trained for p in unit.parameters())
+        ),
         len(units),
     )
     if cut == 0:
@@ -660,7 +703,7 @@ def open_session(
             )
         return None, f"off: {reason}"
     units = cache_units(module.body, config.trainable, plan.anatomy.units)
-    checkpoint = checkpoint_index(units, plan.anatomy.last_downsampling)
+    checkpoint = checkpoint_index(units, checkpoint_block(module.body, plan.anatomy))
     transform = make_augmentation(plan.augment, full.pre.p.input_size)
     views = plan.augment_views if transform is not None else 0
     root = plan.cache_dir

@@ -57,6 +57,7 @@ class FineTunedClassifier(ClassifierMixin, BaseFineTuned):
     Parameters
     ----------
     {{params: model, weights, input_size, train_layers, bn, lr, backbone_lr}}
+    {{params: layer_decay}}
     {{params: optimizer, scheduler, freeze_epochs, max_epochs, batch_size}}
     {{params: weight_decay, l1, dropout, drop_path}}
     label_smoothing : float, default=0.0
@@ -243,6 +244,7 @@ class FineTunedClassifier(ClassifierMixin, BaseFineTuned):
         bn="frozen",
         lr=3e-3,
         backbone_lr=None,
+        layer_decay=None,
         optimizer="adamw",
         scheduler="cosine",
         freeze_epochs=0,
@@ -283,6 +285,7 @@ class FineTunedClassifier(ClassifierMixin, BaseFineTuned):
         self.bn = bn
         self.lr = lr
         self.backbone_lr = backbone_lr
+        self.layer_decay = layer_decay
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.freeze_epochs = freeze_epochs

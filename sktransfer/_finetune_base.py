@@ -123,6 +123,7 @@ class BaseFineTuned(DocLinkMixin, _ImageEstimatorMixin, BaseEstimator):
         "bn": [StrOptions({"frozen", "eval", "train", "adabn"})],
         "lr": [Interval(Real, 0, None, closed="neither")],
         "backbone_lr": [Interval(Real, 0, None, closed="left"), None],
+        "layer_decay": [Interval(Real, 0, 1, closed="right"), None],
         "optimizer": [StrOptions({"adamw", "sgd"})],
         "scheduler": [StrOptions({"cosine", "onecycle"}), None],
         "freeze_epochs": [Interval(Integral, 0, None, closed="left")],
@@ -148,6 +149,7 @@ class BaseFineTuned(DocLinkMixin, _ImageEstimatorMixin, BaseEstimator):
     # Inits computed from frozen features by _start_head (the others are
     # drawn when the head is built).
     _head_inits = ()
+    layer_decay = None  # models saved before layer-wise decay existed
     _auto_augment = AUTO_AUGMENT  # what augment="auto" is
     _exact_bn_head_start = False  # see _init_head
 
@@ -207,11 +209,12 @@ class BaseFineTuned(DocLinkMixin, _ImageEstimatorMixin, BaseEstimator):
         config = TrainConfig(
             trainable=plan.trainable,
             lr=self.lr,
-            backbone_lr=self.lr / 3 if self.backbone_lr is None else self.backbone_lr,
+            backbone_lr=self._backbone_lr(),
             weight_decay=self.weight_decay,
             l1=self.l1,
             optimizer=self.optimizer,
             freeze_epochs=min(self.freeze_epochs, self.max_epochs),
+            layer_decay=self.layer_decay,
         ).with_policy(runtime)
         if config.channels_last:
             # before the activation cache: its prefix runs as the uncached fit's
@@ -241,6 +244,13 @@ class BaseFineTuned(DocLinkMixin, _ImageEstimatorMixin, BaseEstimator):
         """Fit what the trained network's outputs need on the validation split
         (``data.valid``, None without early stopping); the module still takes
         what the training steps took. The classifier's temperature."""
+
+    def _backbone_lr(self):
+        """The body's rate: ``backbone_lr``; None is ``lr / 3``, or ``lr`` with
+        ``layer_decay`` (the decay itself makes the body's rates smaller)."""
+        if self.backbone_lr is not None:
+            return self.backbone_lr
+        return self.lr if self.layer_decay is not None else self.lr / 3
 
     def _plan(self, module, built, head_init, images, runtime):
         """The :class:`FitPlan`: every ``"auto"`` resolved, parameters frozen.

@@ -55,7 +55,23 @@ lr : float, default=3e-3
     "backbone_lr": """\
 backbone_lr : float or None, default=None
     Learning rate of the trained body layers; ``None`` means ``lr / 3``
-    (fine-tuning wants a smaller rate than training from scratch).
+    (fine-tuning wants a smaller rate than training from scratch), or ``lr``
+    with ``layer_decay``.
+""",
+    "layer_decay": """\
+layer_decay : float in (0, 1] or None, default=None
+    Layer-wise learning-rate decay (BEiT; timm's ``param_groups_layer_decay``),
+    the fine-tuning recipe of vision transformers: a body layer ``k`` layers
+    below the head trains at ``backbone_lr * layer_decay ** k``. For a ViT of
+    ``n`` blocks, block ``i`` trains at ``backbone_lr * layer_decay ** (n -
+    i)`` (the final norm with the last block), the patch / position
+    embeddings and class token at ``backbone_lr * layer_decay ** (n + 1)``,
+    the head at ``lr``. Layers are timm's ``group_matcher`` groups where the
+    network has them (a block of a ViT or EfficientNet), else the stages
+    that an int ``train_layers`` counts. ``None``: one rate for the whole body. Off by
+    default: no pretrained ViT installs offline, so no default value could
+    be measured here (BEiT and MAE fine-tuned ViT-B with 0.65, ViT-L with
+    0.75).
 """,
     "optimizer": """\
 optimizer : {"adamw", "sgd"}, default="adamw"

@@ -50,7 +50,7 @@ class FineTunedRegressor(RegressorMixin, BaseFineTuned):
     {{params: bn}}
     lr : float, default=1e-2
         Learning rate of the head (see Notes).
-    {{params: backbone_lr, optimizer, scheduler, freeze_epochs}}
+    {{params: backbone_lr, layer_decay, optimizer, scheduler, freeze_epochs}}
     max_epochs : int, default=15
         Epochs in all (``freeze_epochs`` included).
     {{params: batch_size}}
@@ -150,6 +150,7 @@ class FineTunedRegressor(RegressorMixin, BaseFineTuned):
         bn="frozen",
         lr=1e-2,
         backbone_lr=None,
+        layer_decay=None,
         optimizer="adamw",
         scheduler="cosine",
         freeze_epochs=0,
@@ -186,6 +187,7 @@ class FineTunedRegressor(RegressorMixin, BaseFineTuned):
         self.bn = bn
         self.lr = lr
         self.backbone_lr = backbone_lr
+        self.layer_decay = layer_decay
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.freeze_epochs = freeze_epochs

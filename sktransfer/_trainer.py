@@ -21,6 +21,7 @@ from skorch.helper import predefined_split
 from skorch.utils import to_tensor
 from torch import nn
 
+from ._anatomy import backbone_stages
 from ._fit_callbacks import BestWeights, DrawViews, NaNGuard, PhaseSwitch, lr_schedule
 from ._training import (
     bf16_unsafe_convs,
@@ -91,6 +92,50 @@ def identity(outputs):
     return outputs
 
 
+# ------------------------------------------------------- layer-wise lr decay
+def layer_scales(body, decay):
+    """Layer-wise learning-rate decay: body parameter name -> ``(layer, scale)``.
+
+    As BEiT and timm's ``param_groups_layer_decay`` do it: layers are numbered
+    input side first, the head is the layer after the last, and a parameter
+    ``k`` layers below the head trains at ``decay ** k`` times the body's
+    rate. The numbering is timm's ``group_matcher(coarse=False)`` where the
+    network has one: for a ViT, 0 the patch and position embeddings and the
+    prefix tokens, ``i + 1`` block ``i`` (the final norm with the last
+    block); so block ``i`` of ``n`` trains at ``decay ** (n - i)``, the
+    embeddings at ``decay ** (n + 1)``, the head at the full rate. Networks
+    without one (torchvision, a plain module) have one layer per stage of
+    :func:`~sktransfer._anatomy.backbone_stages`, parameters outside every
+    stage at layer 0.
+    """
+    names = [name for name, _ in body.named_parameters()]
+    matcher = getattr(body, "group_matcher", None)
+    if callable(matcher):
+        from timm.models._manipulate import group_with_matcher
+
+        head = "\0head"  # matched by nothing, like a timm head: the last layer
+        pairs = [(name, None) for name in [*names, head]]
+        ids = group_with_matcher(pairs, matcher(coarse=False), reverse=True)
+        top = ids.pop(head)
+    else:
+        stages = [name for name, _ in backbone_stages(body)]
+        ids = {
+            name: next(
+                (j + 1 for j, s in enumerate(stages) if name.startswith(s + ".")), 0
+            )
+            for name in names
+        }
+        top = len(stages) + 1
+    return {name: (i, decay ** (top - i)) for name, i in ids.items()}
+
+
+def _no_weight_decay(body):
+    """Body parameters a timm network exempts from weight decay (``no_weight_decay()``:
+    a ViT's position embedding and prefix tokens); empty for others."""
+    exempt = getattr(body, "no_weight_decay", None)
+    return set(exempt()) if callable(exempt) else set()
+
+
 # ------------------------------------------------------------------------- nets
 class _FineTuneNetMixin:
     """skorch net with discriminative LRs, L1, sample weights and autocast.
@@ -102,8 +147,10 @@ class _FineTuneNetMixin:
 
     The optimizer is built here rather than through skorch's
     ``optimizer__param_groups``: its groups follow a set of parameter names and
-    the tensors' rank (no decay on BatchNorm, bias, scale), which name patterns
-    cannot express.
+    the tensors' rank (no decay on BatchNorm, bias, scale, nor on what a timm
+    network's ``no_weight_decay()`` names: a ViT's position embedding and
+    prefix tokens), which name patterns cannot express; with
+    ``config.layer_decay``, one body group per layer (:func:`layer_scales`).
     """
 
     def __init__(self, *args, config=None, **kwargs):
@@ -121,19 +168,26 @@ class _FineTuneNetMixin:
             iterator, training, prefix, step_fn, **fit_params
         )
 
-    # ---- optimizer: only trainable tensors; no decay on BN, bias, scale
+    # ---- optimizer: only trainable tensors; no decay on BN, bias, scale, tokens
     def initialize_optimizer(self, triggered_directly=None):
         config = self.config
         trainable = config.trainable
+        body = self.module_.body
+        layers = layer_scales(body, config.layer_decay) if config.layer_decay else {}
+        no_decay = _no_weight_decay(body)
         groups = {}
         for name, p in self.module_.named_parameters():
             if name.startswith("body."):
-                if name[len("body.") :] not in trainable:
+                sub = name[len("body.") :]
+                if sub not in trainable:
                     continue
                 lr, part = config.backbone_lr, "body"
+                if sub in layers:
+                    layer, scale = layers[sub]
+                    lr, part = lr * scale, f"body.layer{layer}"
             else:
-                lr, part = config.lr, "head"
-            decay = p.ndim > 1
+                sub, lr, part = None, config.lr, "head"
+            decay = p.ndim > 1 and sub not in no_decay
             key = (part, decay)
             if key not in groups:
                 groups[key] = {

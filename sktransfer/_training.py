@@ -76,6 +76,9 @@ class TrainConfig:
         bf16 steps with the convolutions of :func:`bf16_unsafe_convs` in fp32,
         everything else as ``autocast`` says. Not saved with a model (loaded
         models do not train).
+    layer_decay : float in (0, 1] or None, default=None
+        Layer-wise learning-rate decay of the body's groups
+        (:func:`sktransfer._trainer.layer_scales`); None: one body rate.
     """
 
     trainable: frozenset[str]
@@ -88,8 +91,16 @@ class TrainConfig:
     autocast: torch.dtype | None = None
     channels_last: bool = False
     step_autocast: torch.dtype | None = None
+    layer_decay: float | None = None
 
     def __post_init__(self):
+        decay = self.layer_decay
+        if decay is not None:
+            if not (isinstance(decay, Real) and 0 < decay <= 1):
+                raise ValueError(
+                    f"TrainConfig.layer_decay must be None or in (0, 1], got {decay!r}."
+                )
+            object.__setattr__(self, "layer_decay", float(decay))
         if not isinstance(self.trainable, frozenset) or not all(
             isinstance(n, str) for n in self.trainable
         ):
