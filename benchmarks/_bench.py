@@ -9,6 +9,8 @@ from __future__ import annotations
 import platform
 from pathlib import Path
 
+import numpy as np
+
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -48,3 +50,22 @@ class Log:
         path.parent.mkdir(exist_ok=True)
         path.write_text("\n".join(self.lines) + "\n")
         return path
+
+
+def ece(proba, y, bins=15):
+    """Expected calibration error of the top-class confidence (15 equal bins):
+    the mean over images of |accuracy - confidence| within each bin."""
+    conf, pred = proba.max(1), proba.argmax(1)
+    edges = np.linspace(0, 1, bins + 1)
+    total = 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        m = (conf > lo) & (conf <= hi)
+        if m.any():
+            total += m.mean() * abs((pred[m] == y[m]).mean() - conf[m].mean())
+    return total
+
+
+def softmax(z):
+    z = z - z.max(1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(1, keepdims=True)

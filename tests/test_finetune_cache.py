@@ -459,11 +459,16 @@ def test_early_stopping_keeps_the_epoch_that_validates_best(train_layers):
     assert clf.best_epoch_ == int(np.argmin(losses)) + 1
     seed = int(check_random_state(0).randint(2**31 - 1))
     _, valid = clf._split(y, seed)
-    proba = clf.predict_proba(X[valid])
+    logits = clf.decision_function(X[valid])  # two classes: the logit gap
+    raw = 1 / (1 + np.exp(-logits))
     # the returned model scores exactly what was recorded for its epoch
-    assert log_loss(y[valid], proba, labels=[0, 1]) == pytest.approx(
+    # (before temperature scaling, which is fit after training on this split)
+    assert log_loss(y[valid], raw, labels=[0, 1]) == pytest.approx(
         losses[clf.best_epoch_ - 1], rel=1e-4, abs=1e-5
     )
+    # the temperature minimizes the split's log-loss: never above T = 1's
+    calibrated = log_loss(y[valid], clf.predict_proba(X[valid]), labels=[0, 1])
+    assert calibrated <= log_loss(y[valid], raw, labels=[0, 1]) + 1e-12
 
 
 # --------------------------------------------------------------- reliability
