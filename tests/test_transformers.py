@@ -330,3 +330,23 @@ def test_vit_tiny_codes_and_fine_tuning(tiny_224):
     assert lrs["body.blocks.10.attn.proj.weight"] is None
     plain = FineTunedClassifier(**kw, cache=False).fit(X, y)
     assert_close_paths(cached.decision_function(X), plain.decision_function(X))
+
+
+def test_vit_frozen_prefix_runs_on_onnx_runtime(vit_data, monkeypatch):
+    """The embed unit and the frozen blocks export as one graph, no fallback."""
+    pytest.importorskip("onnxruntime")
+    import warnings
+
+    import sktransfer._runtime as runtime
+    from sktransfer._activations import _PREFIX_ENGINES
+
+    monkeypatch.setattr(runtime, "TRACE_MIN_FORWARDS", 1)
+    X, y = vit_data
+    kw = {**FT_VIT, "max_epochs": 1, "train_layers": "blocks.4", "augment": None}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a fallback to eager would warn
+        clf = FineTunedClassifier(**kw).fit(X, y)
+    assert {k[1]: e.kind for k, e in _PREFIX_ENGINES.items()} == {
+        "embed": "onnxruntime"
+    }
+    assert clf.predict(X).shape == (len(X),)
