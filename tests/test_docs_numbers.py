@@ -202,3 +202,31 @@ def test_rst_pages_repeat_no_benchmark_figures(path):
         f"{path.name} states measured speed/memory figures {found}; they live in "
         "benchmarks/results/*.txt, shown on the performance page: refer to it."
     )
+
+
+# ------------------------------------------------------- the README's demo
+def _readme_demo_section():
+    text = (ROOT / "README.md").read_text()
+    start = text.index("## The two commands")
+    return text[start : text.index("\n## ", start + 1)]
+
+
+def test_readme_demo_is_the_saved_run():
+    """The README's ``make demo`` output is ``benchmarks/results/demo.txt``'s, line
+    for line, from the command the Makefile runs; every number its prose states
+    is one that run printed."""
+    saved = (ROOT / "benchmarks" / "results" / "demo.txt").read_text()
+    section = _readme_demo_section()
+    block = re.search(r"```text\n(.*?)```", section, re.DOTALL).group(1)
+    table = [line for line in block.splitlines() if "..." not in line]
+    assert table and all(line in saved.splitlines() for line in table), (
+        "README's demo output differs from benchmarks/results/demo.txt"
+    )
+    assert any(line.split()[1:2] == ["finetune_defaults"] for line in table)
+    recipe = (ROOT / "Makefile").read_text().split("\ndemo:")[1].split("\n\n")[0]
+    options = re.sub(r"\s*\\\n\s*", " ", recipe).split("compare ", 1)[1]
+    options = options.split(" --out")[0].strip()
+    assert options in re.sub(r"\s+", " ", section), options
+    prose = section.replace(block, " ")
+    for number in re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", prose):
+        assert number in saved, f"README states {number}, which the demo run did not"
