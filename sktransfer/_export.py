@@ -83,8 +83,13 @@ def _on_cpu(module):
     return module
 
 
-def _network(g, name, module, p, digest, what):
-    """Normalization + the engine's graph of ``module``; returns its output."""
+def _network(g, name, module, p, digest, what, flip=None):
+    """Normalization + the engine's graph of ``module``; returns its output.
+
+    ``flip`` (the number of outputs, or None): the ``(n, flip)`` outputs
+    averaged over each image and its mirror image (``tta="flip"``), from one
+    run of the network on a doubled batch.
+    """
     from ._engine import EngineFallback, export_graph
 
     if p.in_chans != 3:
@@ -101,8 +106,25 @@ def _network(g, name, module, p, digest, what):
         )
     except EngineFallback as exc:
         raise RuntimeError(f"{name}: cannot export the network ({exc}).") from None
-    out = g.include(graph, name, {"x": _normalized(g, p, name)})
-    return out["y"][0]
+    x = _normalized(g, p, name)
+    if flip is not None:
+        big = np.iinfo(np.int64).max
+        mirror = g.op(
+            "Slice",
+            x,
+            g.const("flip_starts", np.array([-1])),
+            g.const("flip_ends", np.array([-big])),
+            g.const("flip_axes", np.array([3])),
+            g.const("flip_steps", np.array([-1])),
+            hint=f"{name}/mirror",
+        )
+        x = g.op("Concat", x, mirror, axis=0, hint=f"{name}/views")
+    y = g.include(graph, name, {"x": x})["y"][0]
+    if flip is not None:  # rows 0..n-1 the images, n..2n-1 their mirrors
+        halves = g.op("Reshape", y, g.const("two_views", np.array([2, -1, flip])))
+        axis = g.const("view_axis", np.array([0]))
+        y = g.op("ReduceMean", halves, axis, keepdims=0, hint=f"{name}/tta")
+    return y
 
 
 def _extractor_codes(g, name, ext):
@@ -215,10 +237,18 @@ def _finetuned(est, outputs):
 
 
 def _finetuned_classifier(est):
+    temperature = float(getattr(est, "temperature_", 1.0))
+
+    def scaled(g, y):  # predict_proba's logits / temperature_
+        if temperature == 1.0:
+            return y
+        return g.op("Div", y, g.const("temperature", np.float32(temperature)))
+
     if est._multilabel:
-        return _finetuned(est, sigmoid_outputs)
+        return _finetuned(est, lambda g, y: sigmoid_outputs(g, scaled(g, y)))
     return _finetuned(
-        est, lambda g, y: softmax_outputs(g, y, est.classes_, TensorProto.FLOAT)
+        est,
+        lambda g, y: softmax_outputs(g, scaled(g, y), est.classes_, TensorProto.FLOAT),
     )
 
 
@@ -241,8 +271,24 @@ _NETWORKS = {
 
 
 def _network_estimator(g, est, name):
+    tta = getattr(est, "tta", None)
+    if tta not in (None, "flip"):
+        raise ValueError(
+            f"{name}: tta={tta!r} draws random views, which an ONNX file does not "
+            f"compute; export with tta=None or tta='flip' "
+            f"(set_params(tta='flip')), or average the file's outputs over your "
+            f"own augmented copies."
+        )
     net = _NETWORKS[type(est).__name__](est)
-    y = _network(g, name, net.module, net.preprocessing, net.digest, net.what)
+    y = _network(
+        g,
+        name,
+        net.module,
+        net.preprocessing,
+        net.digest,
+        net.what,
+        flip=est.net_.module_.head.weight.shape[0] if tta == "flip" else None,
+    )
     return net.preprocessing, net.outputs(g, y)
 
 

@@ -244,6 +244,26 @@ def test_finetuned_classifier_round_trip(tmp_path):
     ]
 
 
+@pytest.mark.parametrize("multilabel", [False, True], ids=["single", "multi"])
+def test_temperature_and_flip_views_are_in_the_file(multilabel, tmp_path):
+    """The file computes predict_proba as the model does: logits over
+    temperature_, averaged over the mirror view with tta="flip"."""
+    X, y = bands(36, n_classes=3, size=24)
+    X[:, :, :6] = 0  # not left-right symmetric: the mirror view differs
+    target = np.stack([y == 0, y != 1], axis=1).astype(int) if multilabel else y
+    clf = FineTunedClassifier(**FT_TINY, early_stopping=True, validation_fraction=0.3)
+    clf.fit(X, target)
+    assert clf.temperature_ != 1.0
+    for tta in (None, "flip"):
+        clf.set_params(tta=tta)
+        out = serve(export_onnx(clf, tmp_path / f"{tta}.onnx"), X, tmp_path)
+        assert_close_paths(out["probabilities"], clf.predict_proba(X))
+    plain = clf.set_params(tta=None).predict_proba(X)
+    assert np.abs(out["probabilities"] - plain).max() > 1e-4  # the view counted
+    with pytest.raises(ValueError, match="tta=2 draws random views"):
+        export_onnx(clf.set_params(tta=2), tmp_path / "random.onnx")
+
+
 def test_multilabel_finetuned_classifier_round_trip(tmp_path):
     X, y = bands(24, n_classes=3, size=24)
     Y = np.stack([y == 0, y != 1, y == 2], axis=1).astype(int)
