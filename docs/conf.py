@@ -326,6 +326,8 @@ def write_performance_results():
         header = text.splitlines()[0] if text else ""
         kind = _cpu_kind(header)
         title = f"``benchmarks/{name[: -len('.txt')]}.py``"
+        if name == "demo.txt":  # saved from `make demo`, not a benchmark script
+            title = "``make demo``"
         lines += [title, "-" * len(title), ""]
         lines += [
             f"CPU kind: **{kind}**."
