@@ -231,13 +231,15 @@ def main():
     parser.add_argument("--top", type=int, default=4)
     parser.add_argument("--no-500", action="store_true")
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--tasks", nargs="*", default=None, help="these tasks only")
+    parser.add_argument("--out", default=None, help="results file name")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     final = args.stage == "final"
     tasks = Tasks(final)
     log = Log()
-    save_as = "defaults_final.txt" if final else "defaults_selection.txt"
+    save_as = args.out or ("defaults_final.txt" if final else "defaults_selection.txt")
     log.say(
         f"CPU: {cpu_kind()}; torch threads {torch.get_num_threads()}; load average "
         f"{os.getloadavg()}"
@@ -251,7 +253,7 @@ def main():
     results = {}
     if final:
         seeds, names = FINAL_SEEDS, args.candidates
-        task_list = ["fashion20", "digits20", "fashion100", "mosaic_tags"]
+        task_list = args.tasks or ["fashion20", "digits20", "fashion100", "mosaic_tags"]
         evaluate(log, tasks, names, task_list, seeds, args.tta_for, results, save_as)
         if not args.no_500:
             evaluate(
@@ -266,6 +268,12 @@ def main():
             )
             task_list.append("fashion500")
         summary(log, results, names, task_list)
+    elif args.tasks:  # one part of the selection (run parts side by side)
+        names = args.candidates
+        evaluate(
+            log, tasks, names, args.tasks, SELECT_SEEDS, args.tta_for, results, save_as
+        )
+        summary(log, results, names, args.tasks)
     else:
         seeds = SELECT_SEEDS
         first = ["fashion20", "digits20"]

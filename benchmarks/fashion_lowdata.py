@@ -21,7 +21,7 @@ Recipe (the settings that got there, all flat parameters; see ``RECIPE``):
 input_size=224 (the weights' own resolution), train_layers=4 (the last 4
 stages of lite0: blocks.5, blocks.6, conv_head, bn2 -- backward stops there,
 which also makes an epoch ~2x cheaper than a full fine-tune), freeze_epochs=2
-(head first: LP-FT), head="cosine" with head_init="class_means" (the few-shot
+(head-first epochs), head="cosine" with head_init="class_means" (the few-shot
 recipe W = M), augment=["flip", "translate"], label_smoothing=0.1, lr=3e-3
 (head), backbone_lr=1e-3, cosine schedule restarted at unfreezing,
 max_epochs=10, batch_size=32.
@@ -60,8 +60,9 @@ import time
 
 import numpy as np
 import torch
-from _bench import cpu_kind
+from _bench import cpu_kind, ece, softmax
 from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import log_loss
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -140,7 +141,12 @@ def main():
 
 def run(args, per_class, params, Xtr, ytr, Xte, yte):
     print(f"\n== {per_class} images per class ==", flush=True)
-    rows = {"pixels + LR": [], "lite0 codes 224 + LR": [], "FineTuned lite0": []}
+    rows = {
+        "pixels + LR": [],
+        "lite0 codes 224 + LR": [],
+        "FineTuned lite0": [],
+        "FineTuned + tta='flip'": [],
+    }
     times = {k: [] for k in rows}
     test_codes = None
     for seed in args.seeds:
@@ -177,15 +183,27 @@ def run(args, per_class, params, Xtr, ytr, Xte, yte):
         clf = FineTunedClassifier(**params, random_state=seed).fit(X, y)
         fit_s = time.perf_counter() - t
         fit_cpu = time.process_time() - cpu
-        acc = clf.score(Xte, yte)
+        logits = clf.decision_function(Xte)
+        acc = (clf.classes_[logits.argmax(1)] == yte).mean()
         rows["FineTuned lite0"].append(acc)
         times["FineTuned lite0"].append(time.perf_counter() - t)
+        proba = softmax(logits / clf.temperature_)
+        t_flip = time.perf_counter()
+        flip_acc = clf.set_params(tta="flip").score(Xte, yte)
+        rows["FineTuned + tta='flip'"].append(flip_acc)
+        times["FineTuned + tta='flip'"].append(
+            times["FineTuned lite0"][-1] + time.perf_counter() - t_flip
+        )
         print(
             f"seed {seed}: pixels {rows['pixels + LR'][-1]:.3f}  codes "
             f"{(rows['lite0 codes 224 + LR'] or [float('nan')])[-1]:.3f}  "
             f"fine-tuned {acc:.3f} (fit {fit_s:.0f}s wall, {fit_cpu:.0f}s CPU, "
             f"{fit_s / clf.n_epochs_:.1f}s/epoch, +predict "
-            f"{times['FineTuned lite0'][-1] - fit_s:.0f}s)",
+            f"{times['FineTuned lite0'][-1] - fit_s:.0f}s; log-loss "
+            f"{log_loss(yte, proba, labels=clf.classes_):.3f}, ECE "
+            f"{ece(proba, yte):.3f}, temperature_ {clf.temperature_:.2f})  "
+            f"tta='flip' {flip_acc:.3f} (+predict "
+            f"{time.perf_counter() - t_flip:.0f}s)",
             flush=True,
         )
     print(f"\n{'method':<24} {'accuracy (mean +- std)':<24} seconds/seed")
