@@ -73,19 +73,13 @@ def _model_names(model):
 def _check_backbone(model, weights):
     """``--model`` names one backbone and ``--weights`` weights it takes.
 
-    Checked against the loader's names (offline backbones, timm, torchvision)
-    without building a network; an unknown name gets the loader's own message.
-    ``weights`` is the value ``_weights`` made of ``--weights``. ``compare``
-    takes several (``_model_names``) and checks each one.
+    Checked by the backbone family that claims the name (``check_spec``: offline
+    backbones, ``timm/`` and ``hf-hub:`` names, torchvision) without building a
+    network; an unknown name gets the loader's own message. ``weights`` is the
+    value ``_weights`` made of ``--weights``. ``compare`` takes several
+    (``_model_names``) and checks each one.
     """
-    from ._backbones import (
-        _PRETRAINED_ALIASES,
-        _SHIPPED,
-        _is_path_like,
-        _torchvision_names,
-        _torchvision_weights,
-        load_backbone,
-    )
+    from ._backbones import _SHIPPED, _is_path_like, check_spec
 
     names = _model_names(model)
     if len(names) > 1:
@@ -100,39 +94,15 @@ def _check_backbone(model, weights):
             f"--weights {weights!r}: no such file (expected imagenet, none, or a "
             f".pt / .pth / .safetensors state-dict file)."
         )
-    named = weights is not None and not is_file  # "imagenet", a torchvision enum
-    if model.startswith("timm/"):
-        import timm
-
-        known = timm.is_model(model[len("timm/") :].split(".")[0])
-    else:
-        known = model in _SHIPPED or model in _torchvision_names()
-    if not known:
-        try:
-            # A name the loader does not know fails before anything is built,
-            # with the loader's own message (close matches, valid choices).
-            load_backbone(model, None)
-        except (ValueError, TypeError) as exc:
-            raise UsageError(f"--model: {exc}") from None
-        return  # the loader knows a name this check does not: let it be
-    if not named:
-        return
-    if model in _SHIPPED or model.startswith("timm/"):
-        if weights.lower() not in _PRETRAINED_ALIASES:
-            raise UsageError(
-                f"--weights {weights!r} is not known for {model!r}: use imagenet, "
-                f"none or a state-dict file."
-            )
-        if model in _SHIPPED:
-            try:
-                _SHIPPED[model][1]()  # the shipped weights file: its package exists
-            except ImportError as exc:
-                raise UsageError(str(exc)) from None
-        return
     try:
-        _torchvision_weights(model, weights)
-    except ValueError as exc:
-        raise UsageError(f"--weights: {exc}") from None
+        check_spec(model, weights)
+    except (ValueError, TypeError) as exc:
+        raise UsageError(f"--model {model!r} / --weights {weights!r}: {exc}") from None
+    if model in _SHIPPED and weights is not None and not is_file:
+        try:
+            _SHIPPED[model][1]()  # the shipped weights file: its package exists
+        except ImportError as exc:
+            raise UsageError(str(exc)) from None
 
 
 def _check_layers(model, layer):
