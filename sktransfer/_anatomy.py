@@ -304,6 +304,11 @@ def probe_anatomy(net, probe):
     def hook(name):
         def record(module, args, out):
             x = args[0] if args else None
+            if _is_patch_embed(module):
+                # a transformer's stem turns the image into tokens: not a
+                # change of resolution between blocks (its output is (b, n, d),
+                # or (b, h, w, d) when the ViT takes any image size)
+                return
             if (
                 isinstance(x, torch.Tensor)
                 and isinstance(out, torch.Tensor)
@@ -335,3 +340,12 @@ def probe_anatomy(net, probe):
     last = down[-1]
     after = next((name for name, m in blocks[last + 1 :] if _has_params(m)), None)
     return Anatomy(blocks[last][0], after, cut_points=cuts, **fields), out
+
+
+def _is_patch_embed(module):
+    """timm's patch embedding (ViT, DeiT, DINOv2 stems)."""
+    try:
+        from timm.layers import PatchEmbed
+    except ImportError:  # pragma: no cover - timm is a dependency
+        return False
+    return isinstance(module, PatchEmbed)

@@ -350,3 +350,17 @@ def test_vit_frozen_prefix_runs_on_onnx_runtime(vit_data, monkeypatch):
         "embed": "onnxruntime"
     }
     assert clf.predict(X).shape == (len(X),)
+
+
+def test_vits_of_any_image_size_read_the_same_anatomy():
+    """A ViT taking any image size (timm's dynamic_img_size: (b, h, w, d)
+    patch tokens, test_vit) and one of fixed size ((b, n, d) tokens) never
+    downsample between blocks: the patch embedding is the stem, and the
+    default policy trains the same last stages of both."""
+    from sktransfer._anatomy import anatomy
+    from sktransfer._backbones import load_backbone
+
+    for model, size in (("timm/test_vit", 32), ("timm/vit_tiny_patch16_224", 224)):
+        net, _ = load_backbone(model, None)
+        found = anatomy(net, torch.zeros(1, 3, size, size))
+        assert (found.last_downsampling, found.first_after) == (None, None), model
