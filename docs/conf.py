@@ -20,6 +20,9 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.abspath(os.path.join(HERE, "..")))
+sys.path.insert(0, HERE)  # _api.py, _gallery_order.py
+
+from _api import NUMPYDOC_CHECKS, NUMPYDOC_EXCLUDE, write_api_rst  # noqa: E402
 
 import sktransfer  # noqa: E402
 
@@ -38,7 +41,16 @@ extensions = [
 ]
 
 templates_path = ["_templates"]
-exclude_patterns = ["_build", "auto_examples/*.ipynb", "auto_examples/*.py"]
+# sg_execution_times pages are not written (see the gallery's config); a stale
+# one from an older build is not read either.
+exclude_patterns = [
+    "_build",
+    "auto_examples/*.ipynb",
+    "auto_examples/*.py",
+    "sg_execution_times.rst",
+    "auto_examples/sg_execution_times.rst",
+    "auto_examples/**/sg_execution_times.rst",
+]
 root_doc = "index"
 default_role = "literal"
 
@@ -73,13 +85,17 @@ autodoc_typehints = "none"
 numpydoc_show_class_members = False
 numpydoc_class_members_toctree = False
 numpydoc_xref_param_type = False
-numpydoc_validation_checks = set()
+# Every parameter described, none described that the signature lacks (PR01 /
+# PR02), checked on every docstring the build renders: a failure is a warning,
+# so an error under -W. The checks and the exclusions (methods inherited from
+# skorch and tuple) live in _api.py, which tests/test_docs_api.py applies too.
+numpydoc_validation_checks = set(NUMPYDOC_CHECKS)
+numpydoc_validation_exclude = set(NUMPYDOC_EXCLUDE)
 
 # ------------------------------------------------------------------ gallery
 # Sections in learning order (the subfolders of examples/, each with a README.txt)
 # and a learning order inside each section (_gallery_order.py, imported by name
-# so that the config stays picklable).
-sys.path.insert(0, HERE)
+# so that the config stays picklable; HERE is on sys.path, see the top).
 sphinx_gallery_conf = {
     "examples_dirs": "../examples",
     "gallery_dirs": "auto_examples",
@@ -103,6 +119,12 @@ sphinx_gallery_conf = {
     "only_warn_on_example_error": False,
     "plot_gallery": "True",
     "min_reported_time": 5,
+    # No sg_execution_times pages: sphinx-gallery writes them with jQuery,
+    # DataTables and Bootstrap loaded from CDNs (and a memory column of zeros
+    # unless show_memory); the docs load nothing from the network (make docs
+    # checks the built HTML with check_offline.py). Each example's page still
+    # states its own running time.
+    "write_computation_times": False,
     "doc_module": ("sktransfer",),
     "backreferences_dir": "auto_examples/backreferences",
 }
@@ -144,113 +166,11 @@ warnings.filterwarnings(
 )
 
 # ------------------------------------------------------------------ API page
-# api.rst is written here from the modules' ``__all__``, so every public name is
-# documented and a name added by a merged branch appears without editing the
-# docs (the build then fails if its docstring has a broken reference).
-API_SECTIONS = [
-    ("Feature extraction", [("sktransfer", ["CNNFeatureExtractor"])]),
-    ("Fine-tuning", [("sktransfer", ["FineTunedClassifier"])]),
-    (
-        "Few-shot heads",
-        [("sktransfer", ["PrototypeClassifier", "CosineSoftmaxClassifier"])],
-    ),
-    (
-        "Backbones",
-        [
-            (
-                "sktransfer",
-                ["load_backbone", "list_layers", "offline_backbones", "Preprocessing"],
-            )
-        ],
-    ),
-    # Which strategy, measured how: the comparison (importable from the top level)
-    # and the splitters and summaries it uses, in one section.
-    (
-        "Model selection",
-        [
-            ("sktransfer", ["compare_strategies", "StrategyReport"]),
-            ("sktransfer.model_selection", None),
-        ],
-    ),
-    ("Deployment", [("sktransfer", ["export_onnx"])]),
-    ("Callbacks", [("sktransfer.callbacks", None)]),
-    ("Datasets", [("sktransfer.datasets", None)]),
-]
-
-
-def _public(module_name):
-    import importlib
-    import inspect
-
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError:
-        return {}
-    out = {}
-    for name in getattr(module, "__all__", []):
-        obj = getattr(module, name, None)
-        if inspect.isclass(obj) or inspect.isfunction(obj):
-            out[name] = "class.rst" if inspect.isclass(obj) else "function.rst"
-    return out
-
-
-def write_api_rst():
-    lines = [
-        ".. _api:",
-        "",
-        "=============",
-        "API reference",
-        "=============",
-        "",
-        "Every public name of the package. Estimators follow scikit-learn's rules:",
-        "they clone, pickle, validate their parameters in ``fit`` and work inside",
-        ":class:`~sklearn.pipeline.Pipeline` and",
-        ":class:`~sklearn.model_selection.GridSearchCV`.",
-        "",
-    ]
-    top = _public("sktransfer")
-    placed = set()
-    for title, parts in API_SECTIONS:
-        body = []
-        for module_name, names in parts:
-            public = top if module_name == "sktransfer" else _public(module_name)
-            names = [n for n in (names or sorted(public)) if n in public]
-            if module_name != "sktransfer":  # documented once, where users import it
-                names = [n for n in names if n not in top]
-            if not names:
-                continue
-            body += [f".. currentmodule:: {module_name}", ""]
-            for template in ("class.rst", "function.rst"):
-                group = [n for n in names if public[n] == template]
-                if group:
-                    body += [
-                        ".. autosummary::",
-                        "   :toctree: generated/",
-                        f"   :template: {template}",
-                        "",
-                    ]
-                    body += [f"   {n}" for n in group] + [""]
-            if module_name == "sktransfer":
-                placed.update(names)
-        if body:
-            lines += [title, "=" * len(title), ""] + body
-    rest = [n for n in top if n not in placed]
-    if rest:
-        lines += ["Other", "=====", "", ".. currentmodule:: sktransfer", ""]
-        for template in ("class.rst", "function.rst"):
-            group = [n for n in rest if top[n] == template]
-            if group:
-                lines += [".. autosummary::", "   :toctree: generated/",
-                          f"   :template: {template}", ""]  # fmt: skip
-                lines += [f"   {n}" for n in group] + [""]
-    text = "\n".join(lines)
-    path = os.path.join(HERE, "api.rst")
-    if not os.path.exists(path) or open(path).read() != text:
-        with open(path, "w") as f:
-            f.write(text)
-
-
-write_api_rst()
+# api.rst is written from the modules' ``__all__`` by _api.py, so every public
+# name is documented, in a named group with its import path; a public name in
+# no group stops the build (the build also fails if its docstring has a broken
+# reference).
+write_api_rst(HERE)
 
 # ------------------------------------------------------------------ math, offline
 # The docs must build and read without a network, so MathJax 3 is served from

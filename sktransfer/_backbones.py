@@ -62,7 +62,11 @@ _INTERPOLATIONS = ("bilinear", "bicubic", "nearest")
 class Preprocessing:
     """How images must be prepared for a backbone: travels with the weights.
 
-    Attributes
+    A frozen dataclass: :func:`load_backbone` returns the weights' own, and
+    :meth:`override` applies explicit choices; every field is readable as an
+    attribute of the same name.
+
+    Parameters
     ----------
     input_size : tuple of int
         ``(height, width)`` images are resized to.
@@ -94,6 +98,23 @@ class Preprocessing:
         self, input_size=None, mean=None, std=None, interpolation=None, resize=None
     ):
         """Return a copy with the user's explicit overrides applied.
+
+        An argument left at ``None`` keeps that field as it is.
+
+        Parameters
+        ----------
+        input_size : int, (int, int) or None, default=None
+            New ``(height, width)``; an int means a square size.
+        mean, std : sequence of float or None, default=None
+            New per-channel normalization (one value per channel, or one for all).
+        interpolation : {"bilinear", "bicubic", "nearest"} or None, default=None
+            New resampling mode.
+        resize : {"squash", "crop"} or None, default=None
+            New resize policy.
+
+        Returns
+        -------
+        preprocessing : Preprocessing
 
         Raises
         ------
@@ -154,6 +175,11 @@ class Preprocessing:
         keeping its aspect ratio (for a square size, exactly torchvision's
         ``Resize(int)``: shorter side to that size, longer side truncated), then
         the centre ``input_size`` is kept (torchvision's ``CenterCrop`` offsets).
+
+        Parameters
+        ----------
+        height, width : int
+            Size of the original image in pixels.
         """
         th, tw = self.input_size
         if self.resize == "squash":
@@ -367,10 +393,22 @@ def _missing_weights(what, how, exc):
 
 
 def _create_timm(name, pretrained, what, how):
-    """``timm.create_model`` with download failures turned into one clear error."""
+    """``timm.create_model`` with download failures turned into one clear error.
+
+    Vision transformers are built to take any image size (timm's
+    ``dynamic_img_size``: the position embeddings are interpolated to the
+    patch grid), so ``input_size=`` works for them as for CNNs; at the
+    weights' own size nothing changes. Architectures without the option are
+    built as they are.
+    """
     import timm
 
     try:
+        try:
+            return timm.create_model(name, pretrained=pretrained, dynamic_img_size=True)
+        except TypeError as exc:  # the architecture has no such option
+            if "dynamic_img_size" not in str(exc):
+                raise
         return timm.create_model(name, pretrained=pretrained)
     except (ImportError, ValueError, TypeError, RuntimeError, KeyError):
         raise

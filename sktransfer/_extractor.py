@@ -618,6 +618,12 @@ class CNNFeatureExtractor(
     def get_feature_names_out(self, input_features=None):
         """Names like ``efficientnet_lite0.avgpool_0`` or ``resnet18.layer3.avg_5``.
 
+        Parameters
+        ----------
+        input_features : ignored
+            Accepted for scikit-learn's transformer interface; the names come
+            from the network's layers.
+
         Returns
         -------
         feature_names_out : ndarray of str

@@ -158,8 +158,9 @@ class FineTunedClassifier(ClassifierMixin, BaseFineTuned):
     input, so a grid over ``train_layers`` runs the high-resolution layers
     once per image and view. In the same process, ``predict`` starts from
     the stored activations of images a fit has seen (a CV split's held-out
-    fold trained in the other split), and LP-FT's head-only epochs train on
-    stored outputs of the frozen body when another fit left them. Without
+    fold trained in the other split), and the head-first epochs
+    (``freeze_epochs``) train on stored outputs of the frozen body when
+    another fit left them. Without
     augmentation the cached fit gives the weights of the uncached one
     (``cache=False``) within float tolerance. ``bn="train"`` and
     ``train_layers="all"`` cannot be cached (``verbose`` says so). The cut
@@ -455,6 +456,11 @@ class FineTunedClassifier(ClassifierMixin, BaseFineTuned):
     def decision_function(self, X):
         """Logits of the fine-tuned network.
 
+        Parameters
+        ----------
+        X : images
+            As for :meth:`fit`.
+
         Returns
         -------
         scores : ndarray of shape (n_samples, n_classes), or (n_samples,) for two
@@ -472,6 +478,11 @@ class FineTunedClassifier(ClassifierMixin, BaseFineTuned):
         """Class probabilities: the softmax of the logits (divided by
         ``temperature_``), or for multi-label targets each label's sigmoid.
 
+        Parameters
+        ----------
+        X : images
+            As for :meth:`fit`.
+
         Returns
         -------
         proba : ndarray of shape (n_samples, n_classes) or (n_samples, n_labels)
@@ -482,7 +493,17 @@ class FineTunedClassifier(ClassifierMixin, BaseFineTuned):
         return torch.softmax(logits, dim=1).numpy()
 
     def predict_log_proba(self, X):
-        """Log of :meth:`predict_proba`."""
+        """Log of :meth:`predict_proba`.
+
+        Parameters
+        ----------
+        X : images
+            As for :meth:`fit`.
+
+        Returns
+        -------
+        log_proba : ndarray of shape (n_samples, n_classes) or (n_samples, n_labels)
+        """
         logits = self._scaled_logits(X)
         if self._multilabel:
             return torch.nn.functional.logsigmoid(logits).numpy()
@@ -492,6 +513,11 @@ class FineTunedClassifier(ClassifierMixin, BaseFineTuned):
         """Predicted labels (same type as the ``y`` given to ``fit``), or the
         0/1 indicator matrix (a label's probability above 0.5) for multi-label
         targets.
+
+        Parameters
+        ----------
+        X : images
+            As for :meth:`fit`.
 
         Returns
         -------

@@ -83,8 +83,9 @@ scheduler : {"cosine", "onecycle"} or None, default="cosine"
 """,
     "freeze_epochs": """\
 freeze_epochs : int, default=0
-    Train only the head for this many epochs first, then what
-    ``train_layers`` says (fastai's ``fine_tune``, "LP-FT").
+    Head-first epochs: train only the head for this many epochs first, then
+    what ``train_layers`` says (fastai's ``fine_tune``). Not LP-FT, which
+    starts the head from the exact linear probe (``head_init="lp"``).
 """,
     "max_epochs": """\
 max_epochs : int, default=8

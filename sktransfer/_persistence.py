@@ -533,7 +533,7 @@ def _safe_dtype(text):
 
 # ------------------------------------------------------------------ load
 def load(path, *, check_weights=True):
-    """Load a model written by :func:`save`; never unpickles anything.
+    """Load a model written by :func:`~sktransfer.save`; never unpickles anything.
 
     Parameters
     ----------

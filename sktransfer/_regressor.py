@@ -263,6 +263,11 @@ class FineTunedRegressor(RegressorMixin, BaseFineTuned):
     def predict(self, X):
         """Predicted values, on the scale of the ``y`` given to ``fit``.
 
+        Parameters
+        ----------
+        X : images
+            As for :meth:`fit`.
+
         Returns
         -------
         y_pred : ndarray of shape (n_samples,) or (n_samples, n_targets)

@@ -115,10 +115,20 @@ def _value_text(value):
 
 
 class StrategyReport:
-    """What :func:`compare_strategies` measured, ranked best first.
+    """What :func:`~sktransfer.compare_strategies` measured, ranked best first.
 
     The table's first line says the task (single-label classification,
     regression or multi-label) and the metric the strategies are ranked by.
+    :func:`compare_strategies` builds it; a report is not built by hand.
+
+    Parameters
+    ----------
+    results : list of dict
+        One row per strategy and backbone, unranked (see ``results_``).
+    info : dict
+        What the run was (see ``info_``).
+    best_estimator : estimator or None, default=None
+        The winner refit on all data (see ``best_estimator_``).
 
     Attributes
     ----------
@@ -193,7 +203,19 @@ class StrategyReport:
         }
 
     def to_json(self, path=None, **kwargs):
-        """JSON text of :meth:`to_dict`; written to ``path`` when given."""
+        """JSON text of :meth:`to_dict`; written to ``path`` when given.
+
+        Parameters
+        ----------
+        path : str, path or None, default=None
+            File to write the text to (overwritten); ``None`` only returns it.
+        **kwargs
+            Passed to ``json.dumps`` (``indent=2`` unless given).
+
+        Returns
+        -------
+        text : str
+        """
         kwargs.setdefault("indent", 2)
         text = json.dumps(self.to_dict(), **kwargs)
         if path is not None:
@@ -216,6 +238,11 @@ class StrategyReport:
         One row per strategy; ``fold_0``, ``fold_1``, ... hold the per-fold
         scores, and the run's metadata (device, precision, engine, seeds,
         versions) closes each row as ``info_`` columns, so the file stands alone.
+
+        Parameters
+        ----------
+        path : str or path
+            The CSV file to write (overwritten).
         """
         import csv
 
@@ -237,7 +264,16 @@ class StrategyReport:
 
         The score axis starts at chance level (``1 / n_classes`` for accuracy
         scores) or at 0, never at a truncated value, so bar lengths compare
-        honestly; a dashed line marks chance. Returns the Axes.
+        honestly; a dashed line marks chance.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes or None, default=None
+            Where to draw; ``None`` makes a new figure sized to the table.
+
+        Returns
+        -------
+        ax : matplotlib Axes
         """
         import matplotlib.pyplot as plt
 

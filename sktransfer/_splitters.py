@@ -319,6 +319,22 @@ class ScoreSummary(NamedTuple):
     """Mean of per-episode scores with a confidence interval.
 
     ``str()`` gives ``"0.734 +/- 0.012"`` (the half-width of the interval).
+    :func:`summarize_scores` returns it; a named tuple of the fields below.
+
+    Parameters
+    ----------
+    mean : float
+        Mean of the scores.
+    ci : float
+        Half-width of the confidence interval.
+    low, high : float
+        The interval's ends, ``mean - ci`` and ``mean + ci``.
+    std : float
+        Sample standard deviation of the scores.
+    n : int
+        Number of scores.
+    confidence : float
+        Confidence level of the interval (0.95 by default).
     """
 
     mean: float

@@ -95,6 +95,13 @@ class PixelFeatures(TransformerMixin, BaseEstimator):
     def fit(self, X, y=None):
         """Validate ``X``; nothing is learned.
 
+        Parameters
+        ----------
+        X : images
+            Arrays, PIL images or file paths, as for
+            :class:`~sktransfer.CNNFeatureExtractor`.
+        y : ignored
+
         Returns
         -------
         self : PixelFeatures
@@ -107,6 +114,11 @@ class PixelFeatures(TransformerMixin, BaseEstimator):
 
     def transform(self, X):
         """Return ``(n_samples, size * size)`` float32 pixels.
+
+        Parameters
+        ----------
+        X : images
+            As for :meth:`fit`.
 
         Returns
         -------
@@ -138,8 +150,9 @@ class StrategyContext:
 
     One per :func:`~sktransfer.compare_strategies` call, shared
     by every strategy; frozen, so no factory can change what the next one sees.
+    Every field is readable as an attribute of the same name.
 
-    Attributes
+    Parameters
     ----------
     model, weights : backbone spec
         As in :class:`~sktransfer.CNNFeatureExtractor`.
@@ -183,7 +196,10 @@ class StrategyContext:
 class Strategy:
     """One named way of learning from images.
 
-    Attributes
+    An entry of the registry ``STRATEGIES``; every field is readable as an
+    attribute of the same name.
+
+    Parameters
     ----------
     name : str
         Short identifier used in reports and on the command line.
@@ -277,6 +293,15 @@ def finetune_input_size(input_size):
     """The input size fine-tuning strategies use: ``input_size``, else 96 px on CPU.
 
     With a GPU (``None``) the weights' own size is kept.
+
+    Parameters
+    ----------
+    input_size : int, (int, int) or None
+        The size asked for (``compare_strategies(input_size=...)``).
+
+    Returns
+    -------
+    input_size : int, (int, int) or None
     """
     if input_size is not None:
         return input_size
@@ -563,6 +588,20 @@ def auto_strategies(n_samples, n_classes, task=CLASSIFICATION):
     0.77 fine-tuned, with 300 images), so fine-tuning is always tried; a
     ``time_budget`` skips it -- and the pixel baseline.
 
+    Parameters
+    ----------
+    n_samples : int
+        Number of training images.
+    n_classes : int
+        Classes (single-label) or labels (multi-label); unused for regression.
+    task : {"classification", "regression", "multilabel"}, default="classification"
+        What the targets are.
+
+    Returns
+    -------
+    names : list of str
+        Registry names, in the order they are tried.
+
     Examples
     --------
     >>> from sktransfer.model_selection import auto_strategies
@@ -606,6 +645,19 @@ def earlier_layer(model, weights=None):
     EfficientNet-Lite0's seven blocks, ``layer3`` of a ResNet. Earlier layers are
     less specific to ImageNet's classes, which helps on dissimilar data.
 
+    Parameters
+    ----------
+    model : str or torch.nn.Module
+        The backbone, as in :class:`~sktransfer.CNNFeatureExtractor`.
+    weights : str, path or None, default=None
+        Its weights, as in :func:`~sktransfer.load_backbone` (the stages do not
+        depend on them).
+
+    Returns
+    -------
+    layer : str
+        A module name for ``CNNFeatureExtractor(layer=...)``.
+
     Examples
     --------
     >>> from sktransfer.model_selection import earlier_layer
@@ -624,6 +676,18 @@ def top_blocks(model, weights=None, k=2):
     (``blocks.5`` of EfficientNet-Lite0, ``layer3`` of a ResNet for ``k=2``);
     an int ``train_layers=2`` would count single layers such as ``conv_head``
     and ``bn2`` instead.
+
+    Parameters
+    ----------
+    model, weights
+        The backbone and its weights, as in :func:`earlier_layer`.
+    k : int, default=2
+        How many of the last blocks train.
+
+    Returns
+    -------
+    layer : str
+        A module name for ``FineTunedClassifier(train_layers=...)``.
 
     Examples
     --------
