@@ -36,6 +36,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.special import softmax
 from sklearn.metrics import log_loss
 from skorch.callbacks import Callback
 
@@ -97,15 +98,14 @@ test_score = TestScore(preprocess(X_test, preprocessing), torch.from_numpy(y_tes
 # stops training three epochs after the best validation loss.
 #
 # ``bn="eval"`` keeps every BatchNorm layer in inference mode (the trained ones
-# still learn their scale and shift), so the network scored on the validation
-# images after each epoch is exactly the network training produced. As nothing
-# re-normalizes the activations of the trained stages then, their learning rate
-# must be small (``backbone_lr=3e-4``). With the default ``bn="frozen"``,
-# trained BatchNorm layers normalize each training batch with its own
-# statistics and the validation images with moving averages that lag behind in
-# a short, fast fine-tune; ``fit`` recomputes exact statistics for the restored
-# weights at the end, so the returned model then scores somewhat differently
-# from what the history recorded for its epoch.
+# still learn their scale and shift). As nothing re-normalizes the activations
+# of the trained stages then, their learning rate must be small
+# (``backbone_lr=3e-4``). With the default ``bn="frozen"``, trained BatchNorm
+# layers normalize each training batch with its own statistics; their running
+# statistics are recomputed exactly on the training images before each
+# validation pass and again for the restored weights at the end of ``fit``. So
+# with either setting the network scored after each epoch is the network
+# ``fit`` returns when that epoch is the best one.
 clf = FineTunedClassifier(
     model="efficientnet_lite0",
     input_size=SIZE,
@@ -180,9 +180,18 @@ plt.show()
 # -------------------------------------
 # The fitted classifier is scored on the test images like any sklearn
 # classifier and compared with what the callback recorded at the best and at
-# the last epoch.
-proba = clf.predict_proba(X_test)
-final_acc, final_loss = clf.score(X_test, y_test), log_loss(y_test, proba)
+# the last epoch. ``predict_proba`` is temperature-scaled (the default
+# ``calibration="temperature"``, fitted on the validation split after
+# training: it changes the confidence, never the predicted class), while the
+# callback recorded the network's own softmax; so the test loss compared here
+# is that of the softmax of ``decision_function``, the network's logits.
+final_acc = clf.score(X_test, y_test)
+final_loss = log_loss(y_test, softmax(clf.decision_function(X_test), axis=1))
+calibrated_loss = log_loss(y_test, clf.predict_proba(X_test))
+print(
+    f"temperature scaling: temperature_ {clf.temperature_:.3f}, test loss "
+    f"{final_loss:.3f} -> {calibrated_loss:.3f} (predict_proba)"
+)
 print(
     f"returned model: test accuracy {final_acc:.3f}, test loss {final_loss:.3f}\n"
     f"best epoch {best}:  test accuracy {curves['test_acc'][best - 1]:.3f}, "

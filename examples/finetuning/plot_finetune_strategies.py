@@ -2,8 +2,8 @@
 Fine-tuning strategies with GridSearchCV
 ========================================
 
-A pretrained network can be reused in three ways, and the source articles
-(:ref:`techniques`) give the rule of thumb for choosing:
+A pretrained network can be reused in three ways, and the usual rule of thumb
+([CS231n]_, :ref:`techniques`) says when to choose which:
 
 * **freeze everything but the head** (a *linear probe*): the ImageNet body is a
   fixed feature extractor and only a new classifier is trained; safest with very
@@ -78,7 +78,7 @@ print(f"train {X_train.shape}, test {X_test.shape}, classes {FASHION_MNIST_CLASS
 # stages of the body: for EfficientNet-Lite0 the stages are ``conv_stem, bn1,
 # blocks.0 .. blocks.6, conv_head, bn2``, so ``k=4`` trains ``blocks.5`` onwards)
 # or ``"all"``. The head always learns at ``lr=1e-2``; the trained body layers
-# either at a smaller rate (``backbone_lr=1e-3``, the articles' advice) or at
+# either at a smaller rate (``backbone_lr=1e-3``, the usual advice) or at
 # the head's own rate (``backbone_lr=1e-2``). A
 # linear probe has no trained body layer, so it needs no ``backbone_lr``: a list
 # of grids avoids fitting it twice.
@@ -255,16 +255,19 @@ print(f"slowest fit: {slowest.replace(chr(10), ', ')} ({fit_time[slowest]:.1f} s
 # their ImageNet weights exactly; the control differs from the linear probe
 # only in its BatchNorm layers, which run in training mode in trained stages
 # (each batch normalized by its own statistics, and the running statistics
-# recomputed on the training images at the end of ``fit``). When the control
-# scores clearly below the probe, as the line above reports, the cost is the
-# BatchNorm mode, not the weights: at 64 px the last stages see feature maps of
-# only a few pixels a side, so each batch gives those layers few values per
-# channel to estimate a mean and a variance from. A body learning rate then has
-# to move the weights far enough, within the epochs allowed, to make up for it,
-# which is why the best body learning rate here need not be the smaller one the
-# articles advise. Larger inputs, more images or more epochs can tip the
-# balance the other way. Fine-tuning all layers costs the most time per epoch:
-# the early layers hold few parameters but run on the largest feature maps.
+# recomputed on the training images at the end of ``fit``). The line above
+# says by how much the control's score differs from the probe's, and whether
+# that difference is within the fold-to-fold spread, that is: whether this run
+# can tell them apart at all. When the control does score below the probe by
+# more than the spread, the cost is the BatchNorm mode, not the weights: at
+# 64 px the last stages see feature maps of only a few pixels a side, so each
+# batch gives those layers few values per channel to estimate a mean and a
+# variance from. A body learning rate then has to move the weights far enough,
+# within the epochs allowed, to make up for it, which is why the best body
+# learning rate need not be the smaller one usually advised. Larger inputs,
+# more images or more epochs can tip the balance the other way. Fine-tuning all
+# layers costs the most time per epoch: the early layers hold few parameters
+# but run on the largest feature maps.
 #
 # Rankings like this one change with the data set, its size, the resolution,
 # the training budget and the package's defaults, which is why the strategy is
