@@ -18,6 +18,7 @@ from sktransfer import (
     FineTunedRegressor,
     load_backbone,
 )
+from sktransfer._images import Preprocessor
 
 VIT = {"model": "timm/test_vit", "weights": None, "input_size": 32}
 VIT_REG = {"model": "timm/test_vit2", "weights": None, "input_size": 32}
@@ -302,7 +303,7 @@ def test_saved_vit_model_predicts_the_same(vit_data, tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_224():
-    """6 images at vit_tiny_patch16_224's own (fixed) 224 px."""
+    """6 images at vit_tiny_patch16_224's own 224 px."""
     X, y = bands(6, size=224)
     return X, y
 
@@ -364,3 +365,25 @@ def test_vits_of_any_image_size_read_the_same_anatomy():
         net, _ = load_backbone(model, None)
         found = anatomy(net, torch.zeros(1, 3, size, size))
         assert (found.last_downsampling, found.first_after) == (None, None), model
+
+
+def test_vit_takes_any_input_size(tiny_224):
+    """A ViT is built for any image size (its position embeddings follow the
+    patch grid): input_size= works as for a CNN, and at the weights' own size
+    the codes are those of the network built without the option."""
+    import timm
+
+    X, y = tiny_224
+    tiny = {"model": "timm/vit_tiny_patch16_224", "weights": None}
+    small = CNNFeatureExtractor(**tiny, input_size=64, engine="torch").fit(X)
+    assert small.transform(X).shape == (6, 192)
+    clf = FineTunedClassifier(**tiny, input_size=64, max_epochs=1, batch_size=3)
+    assert clf.fit(X, y).predict(X).shape == (6,)
+    ext = CNNFeatureExtractor(**tiny, engine="torch").fit(X)
+    fixed = timm.create_model("vit_tiny_patch16_224", pretrained=False)
+    fixed.load_state_dict(ext._net().state_dict(), strict=False)
+    fixed.reset_classifier(0)
+    x = Preprocessor(ext.preprocessing_)(torch.as_tensor(X).permute(0, 3, 1, 2) / 255)
+    with torch.no_grad():
+        want = fixed.eval()(x)
+    assert_close_paths(ext.transform(X), want)
