@@ -13,7 +13,9 @@ front page (``docs/gallery_conventions.rst``):
   or a role (``:ref:`...```, ``:math:`...```). Decimal numbers and percentages
   are results unless the code sets them (a percentage: as a fraction, so
   "10%" needs a ``0.1`` in the code). Worded magnitudes ("seven points",
-  "twice as much", "ten times faster") are results too.
+  "twice as much", "ten times faster") are results too, and so are worded
+  verdicts ("clearly below", "well above", "somewhat differently"): what a
+  run measured is printed by the run, and the prose says how to read it.
 
 The rST pages (``docs/**/*.rst``) hold no measured speed or memory figure:
 those live in ``benchmarks/results/*.txt``, shown on the performance page.
@@ -55,6 +57,15 @@ WORDED = re.compile(
     rf"(?:{NUMBER_WORDS}) (?:percentage )?points?\b|"
     rf"(?:{NUMBER_WORDS}) percent|(?:{NUMBER_WORDS}) times (?:as|more|less|"
     r"better|worse|faster|slower|larger|smaller|longer|shorter|higher|lower))",
+    re.IGNORECASE,
+)
+# A worded verdict on a result: "clearly below", "well above", "scores somewhat
+# differently" (issue 25's contradictions were such sentences beside printed
+# numbers that said otherwise).
+VERDICT = re.compile(
+    r"\b(?:clearly|significantly|markedly|substantially|consistently|far|well|"
+    r"much|somewhat|slightly)\s+(?:below|above|better|worse|higher|lower|ahead|"
+    r"behind|differently|beats?|wins?|outperforms?|loses?)\b",
     re.IGNORECASE,
 )
 # A number standing alone: not part of a name (Lite0, L1, blocks.4, ResNet-18).
@@ -105,6 +116,7 @@ def stray_numbers(text, allowed):
     text = re.sub(r"(?m)^\s*\d+\.\s", " ", text)  # enumerated-list markers
     text = re.sub(r"(\d)x(?=\d)", r"\1 x ", text)  # 28x28, 64x4x4
     bad = [m.group(0) for m in WORDED.finditer(text)]
+    bad += [m.group(0) for m in VERDICT.finditer(text)]
     for m in NUMBER.finditer(text):
         whole, frac, percent = m.groups()
         value = float(whole.replace(",", "") + (frac or ""))
@@ -162,6 +174,34 @@ def test_the_check_catches_stale_conclusions(tmp_path):
         assert any(repr(stale) in p for p in found), (stale, found)
     # ... and allows what the code sets or inline code shows.
     assert not any("'64'" in p or "'3'" in p for p in found), found
+
+
+def test_the_check_catches_issue_25_verdicts(tmp_path):
+    """The two gallery contradictions of issue 25, as their text read: a verdict
+    in the prose beside a printed line that said the opposite."""
+    example = tmp_path / "plot_verdicts.py"
+    example.write_text(
+        '"""Title\n=====\n"""\n'
+        "print(f'changed the score by {d:+.3f}' + ' (within the spread)')\n"
+        "# %%\n"
+        "# How to read the control. When the control\n"
+        "# scores clearly below the probe, as the line above reports, the cost is the\n"
+        "# BatchNorm mode, not the weights.\n"
+        "# %%\n"
+        "# ``fit`` recomputes exact statistics for the restored\n"
+        "# weights at the end, so the returned model then scores somewhat differently\n"
+        "# from what the history recorded for its epoch.\n"
+    )
+    found = check_example(example)
+    assert any("'clearly below'" in p for p in found), found
+    assert any("'somewhat differently'" in p for p in found), found
+    # ... while saying how to read a printed verdict is allowed
+    example.write_text(
+        '"""Title\n=====\n"""\n'
+        "# %%\n"
+        "# The line above says whether the difference is within the spread.\n"
+    )
+    assert check_example(example) == []
 
 
 def test_the_check_allows_settings_and_names(tmp_path):
