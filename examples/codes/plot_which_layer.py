@@ -3,11 +3,11 @@ Which layer? Codes from every depth of the network
 ==================================================
 
 Deeper layers of a CNN compute more abstract, more invariant features: edges and
-textures early, object parts and ImageNet categories late. The source articles
-(:ref:`techniques`) turn that into a rule: when the new data resemble the
-pretraining data, take the penultimate codes; when they are *dissimilar* and
-scarce, take features from an *earlier* layer and train an SVM or a linear
-model on them.
+textures early, object parts and ImageNet categories late ([Yosinski2014]_).
+The usual rule of thumb ([CS231n]_) turns that into a choice: when the new
+data resemble the pretraining data, take the penultimate codes; when they are
+*dissimilar* and scarce, take features from an *earlier* layer and train an SVM
+or a linear model on them.
 
 Here we measure it. One :class:`~sktransfer.CNNFeatureExtractor` returns the
 codes of all seven block groups of ImageNet EfficientNet-Lite0 plus its

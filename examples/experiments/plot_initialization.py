@@ -2,9 +2,10 @@
 Initialization: Xavier vs Gaussian vs constant
 ==============================================
 
-The source articles (:ref:`techniques`) report an experiment: a small
-multilayer perceptron learns to separate **two 12-dimensional Gaussians with
-the same covariance whose means are 1 apart in every dimension** (400 samples
+A deep-learning tutorial this package's brief drew on (not published with it;
+the published work on initialization is [Glorot2010]_) reports an experiment: a
+small multilayer perceptron learns to separate **two 12-dimensional Gaussians
+with the same covariance whose means are 1 apart in every dimension** (400 samples
 to train, 100 to test), and the only thing that changes is how the weights
 start:
 

@@ -2,10 +2,11 @@
 Do layers converge at different speeds?
 =======================================
 
-One of the source articles claims that the *later* layers of a network settle
-first and the early layers keep moving; other sources say the opposite (the
-early layers stabilise first and the top keeps adapting). Rather than assume
-either, we measure it on the articles' own experiment: two 12-dimensional
+A deep-learning tutorial this package's brief drew on (not published with it)
+claims that the *later* layers of a network settle first and the early layers
+keep moving; other sources say the opposite (the early layers stabilise first
+and the top keeps adapting). Rather than assume either, we measure it on that
+tutorial's own experiment: two 12-dimensional
 Gaussians with the same covariance and means 1 apart in every dimension, 400
 training points, an MLP with **three hidden layers** (12-32-32-32-1, tanh),
 trained with SGD.
