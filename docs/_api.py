@@ -117,7 +117,8 @@ API_SECTIONS = [
     ),
     (
         "Datasets",
-        "Bundled and offline image data, and folders of your own images.",
+        "Bundled and offline image data, and folders of your own images "
+        "(``sktransfer.datasets.FASHION_MNIST_CLASSES``: the class names).",
         [("sktransfer.datasets", None)],
     ),
     (
