@@ -101,6 +101,16 @@ def test_fit_temperature_recovers_a_known_scale():
     assert abs(fit_temperature(4 * true, tags, multilabel=True) - 4) < 0.4
 
 
+def test_a_small_split_without_errors_keeps_the_temperature_near_one():
+    """All 20 validation images right and confident: the log-loss alone falls
+    as T goes to 0 (certainty); the prior keeps T near 1."""
+    logits = torch.zeros(20, 3)
+    labels = torch.arange(20) % 3
+    logits[torch.arange(20), labels] = 4.0
+    assert 0.6 < fit_temperature(logits, labels) <= 1.0
+    assert 0.6 < fit_temperature(logits, torch.eye(3)[labels], multilabel=True) <= 1.0
+
+
 def test_temperature_is_fit_on_the_validation_split_only(fitted):
     clf, X, y = fitted
     assert clf.temperature_ != 1.0
