@@ -32,7 +32,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import time
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -223,6 +225,46 @@ def summary(log, results, names, tasks_seen):
     return means
 
 
+ROW = re.compile(
+    r"^(?P<task>\S+)\s+seed (?P<seed>\d+) (?P<name>\S+)\s+score (?P<score>[\d.]+) "
+    r"codes (?P<base>[\d.]+) gain\s+(?P<gain>[-+\d.]+)\s+fit\s+(?P<fit>[\d.]+)s"
+    r"(?:.*?tta='flip' (?P<flip>[\d.]+).*?tta=4 (?P<tta4>[\d.]+))?"
+)
+
+
+def merge(paths, log):
+    """The summary of the rows of several results files (parts run side by
+    side): gains over codes + LR, and the test-time augmentation's."""
+    results = {}
+    for path in paths:
+        for line in Path(path).read_text().splitlines():
+            m = ROW.match(line)
+            if not m:
+                continue
+            out = {
+                "gain": float(m["score"]) - float(m["base"]),
+                "fit_s": float(m["fit"]),
+            }
+            if m["flip"]:
+                out["flip"] = float(m["flip"]) - float(m["score"])
+                out["tta4"] = float(m["tta4"]) - float(m["score"])
+            results.setdefault((m["name"], m["task"]), []).append(out)
+            log.say(line)
+    names = list(dict.fromkeys(n for n, _ in results))
+    tasks_seen = list(dict.fromkeys(t for _, t in results))
+    summary(log, results, names, tasks_seen)
+    log.say("\n--- test-time augmentation: accuracy gain over tta=None, in points")
+    for (name, task), outs in results.items():
+        flips = [100 * o["flip"] for o in outs if "flip" in o]
+        if flips:
+            t4 = [100 * o["tta4"] for o in outs if "tta4" in o]
+            log.say(
+                f"{name:12s}{task:12s} tta='flip' {np.mean(flips):+.1f} +- "
+                f"{np.std(flips):.1f}   tta=4 {np.mean(t4):+.1f} +- {np.std(t4):.1f}"
+                f"   ({len(flips)} samples)"
+            )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stage", choices=["select", "final"], default="select")
@@ -233,7 +275,14 @@ def main():
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--tasks", nargs="*", default=None, help="these tasks only")
     parser.add_argument("--out", default=None, help="results file name")
+    parser.add_argument("--merge", nargs="*", default=None, help="results files")
     args = parser.parse_args()
+    if args.merge:
+        log = Log()
+        log.say(f"merged from {', '.join(Path(p).name for p in args.merge)}")
+        merge(args.merge, log)
+        log.save(args.out or "defaults_summary.txt")
+        return
     if args.threads:
         torch.set_num_threads(args.threads)
     final = args.stage == "final"
