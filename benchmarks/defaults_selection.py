@@ -276,6 +276,7 @@ def main():
     parser.add_argument("--tasks", nargs="*", default=None, help="these tasks only")
     parser.add_argument("--out", default=None, help="results file name")
     parser.add_argument("--merge", nargs="*", default=None, help="results files")
+    parser.add_argument("--seeds", type=int, nargs="*", default=None)
     args = parser.parse_args()
     if args.merge:
         log = Log()
@@ -301,7 +302,7 @@ def main():
     log.say(f"candidates: { {n: CANDIDATES[n] for n in args.candidates} }")
     results = {}
     if final:
-        seeds, names = FINAL_SEEDS, args.candidates
+        seeds, names = args.seeds or FINAL_SEEDS, args.candidates
         task_list = args.tasks or ["fashion20", "digits20", "fashion100", "mosaic_tags"]
         evaluate(log, tasks, names, task_list, seeds, args.tta_for, results, save_as)
         if not args.no_500:

@@ -138,12 +138,12 @@ patience : int, default=3
 """,
     "augment": """\
 augment : "auto", None, str, list of str or callable, default="auto"
-    Training-time augmentation. ``"auto"``: ``("flip", "translate")`` (the
-    default policy); ``"flip"``, ``"light"`` (flip + translate),
+    Training-time augmentation. ``"auto"``: ``("translate",)`` (the
+    default policy: shifts of up to 10 % of the size; no flips, which change
+    what a digit or a letter is); ``"flip"``, ``"light"`` (flip + translate),
     ``"standard"`` (flip + translate + rotate + crop-scale), a list of names
-    among ``"flip"``, ``"translate"``, ``"rotate"``, ``"crop_scale"`` (leave out
-    ``"flip"`` for images that are not left-right symmetric), or a callable on
-    ``(c, h, w)`` float tensors in ``[0, 1]``.
+    among ``"flip"``, ``"translate"``, ``"rotate"``, ``"crop_scale"``, or a
+    callable on ``(c, h, w)`` float tensors in ``[0, 1]``.
 """,
     "augment_views": """\
 augment_views : "auto" or int, default="auto"

@@ -72,7 +72,7 @@ TOLERANCES = {"fp32": FP32, "bf16": BF16}
 def bands(n, n_classes=2, size=32, seed=0):
     """Class k is a bright horizontal band at height k on a noisy background.
 
-    Left-right flips keep the class (the default augmentation flips).
+    Left-right flips and shifts keep the class (augmentations leave it).
     """
     rng = np.random.default_rng(seed)
     y = np.arange(n) % n_classes
