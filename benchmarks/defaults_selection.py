@@ -202,26 +202,30 @@ def evaluate(log, tasks, names, task_list, seeds, tta_for, results, save_as):
 
 
 def summary(log, results, names, tasks_seen):
+    """Per candidate and task, the gain's mean +- sd; ``common``: the mean of
+    the per-task means over the tasks every candidate ran (the selection's
+    criterion: each task weighs the same, whatever its number of samples)."""
+    common = [t for t in tasks_seen if all((n, t) in results for n in names)]
     log.say("\n--- mean +- sd of the gain over codes + LR, in points")
     head = "".join(f"{t:>16s}" for t in tasks_seen)
-    log.say(f"{'candidate':12s}{head}{'all':>16s}   fit s (mean)")
+    log.say(f"{'candidate':12s}{head}{'common':>10s}   fit s (mean)")
     means = {}
     for name in names:
-        cells, gains, fits = "", [], []
+        cells, fits = "", []
         for task in tasks_seen:
             outs = results.get((name, task))
             if not outs:
                 cells += f"{'-':>16s}"
                 continue
             g = 100 * np.array([o["gain"] for o in outs])
-            gains.extend(g)
             fits.extend(o["fit_s"] for o in outs)
             cells += f"{g.mean():+9.1f} +- {g.std():.1f}"
-        means[name] = float(np.mean(gains))
-        log.say(
-            f"{name:12s}{cells}{np.mean(gains):+9.1f} +- {np.std(gains):.1f}"
-            f"   {np.mean(fits):6.1f}"
+        means[name] = float(
+            np.mean([np.mean([o["gain"] for o in results[(name, t)]]) for t in common])
+            * 100
         )
+        log.say(f"{name:12s}{cells}{means[name]:+10.1f}   {np.mean(fits):6.1f}")
+    log.say(f"common: the mean of the per-task means over {', '.join(common)}")
     return means
 
 
@@ -281,6 +285,11 @@ def main():
     if args.merge:
         log = Log()
         log.say(f"merged from {', '.join(Path(p).name for p in args.merge)}")
+        log.say(
+            "fit s: wall seconds of fits that shared the machine with other runs "
+            "(their CPU kind and load are in the merged files): not a comparison "
+            "of cost; test-time augmentation's cost is in finetune_cost.txt"
+        )
         merge(args.merge, log)
         log.save(args.out or "defaults_summary.txt")
         return
