@@ -251,7 +251,12 @@ def test_temperature_and_flip_views_are_in_the_file(multilabel, tmp_path):
     X, y = bands(36, n_classes=3, size=24)
     X[:, :, :6] = 0  # not left-right symmetric: the mirror view differs
     target = np.stack([y == 0, y != 1], axis=1).astype(int) if multilabel else y
-    clf = FineTunedClassifier(**FT_TINY, early_stopping=True, validation_fraction=0.3)
+    clf = FineTunedClassifier(
+        **FT_TINY,
+        early_stopping=True,
+        validation_fraction=0.3,
+        calibration="temperature",
+    )
     clf.fit(X, target)
     assert clf.temperature_ != 1.0
     for tta in (None, "flip"):

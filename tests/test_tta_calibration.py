@@ -13,7 +13,12 @@ from sktransfer._heads import fit_temperature
 @pytest.fixture(scope="module")
 def fitted():
     X, y = bands(48, n_classes=3, size=16)
-    clf = FineTunedClassifier(**FT_TINY, early_stopping=True, validation_fraction=0.25)
+    clf = FineTunedClassifier(
+        **FT_TINY,
+        early_stopping=True,
+        validation_fraction=0.25,
+        calibration="temperature",  # "auto" leaves splits under 100 images
+    )
     return clf.fit(X, y), X, y
 
 
@@ -127,7 +132,12 @@ def test_temperature_is_fit_on_the_validation_split_only(fitted):
 def test_multilabel_temperature_keeps_the_predictions():
     X, y = bands(40, n_classes=4, size=16)
     tags = np.stack([y % 2, y // 2], axis=1)
-    clf = FineTunedClassifier(**FT_TINY, early_stopping=True, validation_fraction=0.3)
+    clf = FineTunedClassifier(
+        **FT_TINY,
+        early_stopping=True,
+        validation_fraction=0.3,
+        calibration="temperature",
+    )
     clf.fit(X, tags)
     assert clf.temperature_ != 1.0
     proba = clf.predict_proba(X)
@@ -143,3 +153,12 @@ def test_tta_and_temperature_survive_save_and_load(fitted, tmp_path):
     assert back.tta == "flip" and back.temperature_ == clf.temperature_
     assert_close_paths(back.predict_proba(X), want)
     _with(clf, tta=None)
+
+
+def test_auto_calibration_needs_a_validation_split_of_100_images():
+    X, y = bands(200, n_classes=2, size=16)
+    kw = {**FT_TINY, "max_epochs": 1, "early_stopping": True}
+    small = FineTunedClassifier(**kw, validation_fraction=0.25).fit(X, y)
+    assert small.temperature_ == 1.0  # 50 validation images
+    large = FineTunedClassifier(**kw, validation_fraction=0.5).fit(X, y)
+    assert large.temperature_ != 1.0  # 100 validation images
