@@ -181,8 +181,8 @@ plt.show()
 # The fitted classifier is scored on the test images like any sklearn
 # classifier and compared with what the callback recorded at the best and at
 # the last epoch. ``predict_proba`` may be temperature-scaled (the default
-# ``calibration="auto"`` fits a temperature on a validation split of at least
-# 100 images after training: it changes the confidence, never the predicted
+# ``calibration="auto"`` fits a temperature on a large enough validation
+# split after training: it changes the confidence, never the predicted
 # class; ``temperature_`` is 1 otherwise), while the
 # callback recorded the network's own softmax; so the test loss compared here
 # is that of the softmax of ``decision_function``, the network's logits.
