@@ -242,6 +242,8 @@ def merge(paths, log):
     results = {}
     for path in paths:
         for line in Path(path).read_text().splitlines():
+            if line.startswith(("CPU:", "data:")):
+                log.say(f"{Path(path).name}: {line}")
             m = ROW.match(line)
             if not m:
                 continue
