@@ -287,7 +287,7 @@ def _network_estimator(g, est, name):
         net.preprocessing,
         net.digest,
         net.what,
-        flip=est.net_.module_.head.weight.shape[0] if tta == "flip" else None,
+        flip=est._n_outputs() if tta == "flip" else None,
     )
     return net.preprocessing, net.outputs(g, y)
 

@@ -75,7 +75,7 @@ from ._training import (
     recalibrate_bn,
     resolve_train_layers,
 )
-from ._tta import augment_views, check_tta, view_transforms
+from ._tta import apply_view, check_tta, view_transforms
 
 
 class _FitData(NamedTuple):
@@ -499,7 +499,7 @@ class BaseFineTuned(DocLinkMixin, _ImageEstimatorMixin, BaseEstimator):
         for batch in batches:
             rows = slice(start, start + len(batch))
             for v, transform in enumerate(views):
-                view = augment_views(batch, digests[rows], v, transform)
+                view = apply_view(batch, digests[rows], v, transform)
                 out[rows] += forward_halving(run, pre.normalize(view)).double()
             start += len(batch)
         return (out / len(views)).float()

@@ -22,7 +22,7 @@ import torch
 
 from ._augment import make_augmentation
 
-__all__ = ["augment_views", "check_tta", "view_transforms"]
+__all__ = ["apply_view", "check_tta", "view_transforms"]
 
 
 def check_tta(tta, augment):
@@ -73,7 +73,7 @@ def _seed(digest, view):
     return int.from_bytes(h.digest(), "little") & (2**63 - 1)
 
 
-def augment_views(batch, digests, view, transform):
+def apply_view(batch, digests, view, transform):
     """View ``view`` of each image of a [0, 1] ``(b, c, H, W)`` batch.
 
     ``digests[i]`` is image i's content digest: its random draws come from a
